@@ -1,0 +1,324 @@
+//! Whole-file semantic checks that serde cannot express: names unique and resolvable,
+//! addresses and regexes that parse, values in range, keys that only fit one protocol.
+//! Every problem is collected (not just the first) with its key path.
+
+use super::model::*;
+use super::units::split_host_port;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+/// One problem, located by key path; `config::load` adds file and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn unsupported(&mut self, path: impl Into<String>, what: &str) {
+        self.push(
+            path,
+            format!("{what} is not supported by this version of outrigger yet"),
+        );
+    }
+}
+
+pub fn validate(cfg: &Config) -> Vec<Problem> {
+    let mut c = Checker {
+        problems: Vec::new(),
+    };
+    if cfg.admin.address.parse::<SocketAddr>().is_err() {
+        c.push(
+            "admin.address",
+            format!(
+                "{:?} is not an IP address with a port (e.g. 127.0.0.1:9901)",
+                cfg.admin.address
+            ),
+        );
+    }
+    if cfg.listeners.is_empty() {
+        c.push("listeners", "at least one listener is required");
+    }
+    let cluster_names: HashSet<&str> = cfg.clusters.iter().map(|c| c.name.as_str()).collect();
+    let mut seen = HashSet::new();
+    let mut addrs = HashSet::new();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let p = format!("listeners[{i}]");
+        check_name(&mut c, &format!("{p}.name"), &l.name);
+        if !seen.insert(l.name.as_str()) {
+            c.push(
+                format!("{p}.name"),
+                format!("duplicate listener name {:?}", l.name),
+            );
+        }
+        match l.address.parse::<SocketAddr>() {
+            Ok(a) => {
+                if a.port() != 0 && !addrs.insert(a) {
+                    c.push(
+                        format!("{p}.address"),
+                        format!("address {a} is used by another listener"),
+                    );
+                }
+            }
+            Err(_) => c.push(
+                format!("{p}.address"),
+                format!(
+                    "{:?} is not an IP address with a port (e.g. 0.0.0.0:15001)",
+                    l.address
+                ),
+            ),
+        }
+        check_listener(&mut c, &p, l, &cluster_names);
+    }
+    let mut seen = HashSet::new();
+    for (i, cl) in cfg.clusters.iter().enumerate() {
+        let p = format!("clusters[{i}]");
+        check_name(&mut c, &format!("{p}.name"), &cl.name);
+        if !seen.insert(cl.name.as_str()) {
+            c.push(
+                format!("{p}.name"),
+                format!("duplicate cluster name {:?}", cl.name),
+            );
+        }
+        check_cluster(&mut c, &p, cl);
+    }
+    c.problems
+}
+
+fn check_name(c: &mut Checker, path: &str, name: &str) {
+    if name.is_empty() {
+        c.push(path, "must not be empty");
+    } else if !name
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'))
+    {
+        c.push(
+            path,
+            format!("{name:?} may only contain letters, digits, '_', '-' and '.'"),
+        );
+    }
+}
+
+fn check_cluster_ref(c: &mut Checker, path: &str, name: &str, clusters: &HashSet<&str>) {
+    if !clusters.contains(name) {
+        c.push(path, format!("no cluster named {name:?}"));
+    }
+}
+
+fn check_listener(c: &mut Checker, p: &str, l: &ListenerConfig, clusters: &HashSet<&str>) {
+    if let Some(name) = &l.cluster {
+        check_cluster_ref(c, &format!("{p}.cluster"), name, clusters);
+    }
+    if l.tls.is_some() {
+        c.unsupported(format!("{p}.tls"), "TLS termination");
+    }
+    if l.access_log.is_some() {
+        c.unsupported(format!("{p}.access_log"), "access logging");
+    }
+    let lim = &l.limits;
+    if lim.max_connections == 0 {
+        c.push(format!("{p}.limits.max_connections"), "must be at least 1");
+    }
+    if !(1..=1024).contains(&lim.max_request_headers_kb) {
+        c.push(
+            format!("{p}.limits.max_request_headers_kb"),
+            "must be between 1 and 1024",
+        );
+    }
+    match l.protocol {
+        ListenerProtocol::Tcp => {
+            c.unsupported(format!("{p}.protocol"), "protocol: tcp");
+            if l.cluster.is_none() && l.routes.is_empty() {
+                c.push(
+                    format!("{p}.cluster"),
+                    "a tcp listener needs a cluster (or routes by sni)",
+                );
+            }
+        }
+        ListenerProtocol::Http => {
+            if l.accept_proxy_protocol {
+                c.push(
+                    format!("{p}.accept_proxy_protocol"),
+                    "only tcp listeners accept the PROXY protocol",
+                );
+            }
+            if l.routes.is_empty() && l.cluster.is_none() {
+                c.push(
+                    format!("{p}.routes"),
+                    "an http listener needs at least one route (or a default cluster)",
+                );
+            }
+            for (j, r) in l.routes.iter().enumerate() {
+                check_route(c, &format!("{p}.routes[{j}]"), r, clusters);
+            }
+        }
+    }
+}
+
+fn check_route(c: &mut Checker, p: &str, r: &RouteConfig, clusters: &HashSet<&str>) {
+    let m = &r.matcher;
+    let path_kinds = [
+        m.path.is_some(),
+        m.path_prefix.is_some(),
+        m.path_regex.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if path_kinds > 1 {
+        c.push(
+            format!("{p}.match"),
+            "use only one of path, path_prefix and path_regex",
+        );
+    }
+    for (key, v) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
+        if let Some(v) = v {
+            if !v.starts_with('/') {
+                c.push(format!("{p}.match.{key}"), format!("{v:?} must start with '/'"));
+            }
+        }
+    }
+    if let Some(re) = &m.path_regex {
+        if let Err(e) = regex::Regex::new(re) {
+            c.push(
+                format!("{p}.match.path_regex"),
+                format!("invalid regex: {}", e.to_string().replace('\n', " ")),
+            );
+        }
+    }
+    if let Some(method) = &m.method {
+        if http::Method::from_bytes(method.as_bytes()).is_err() || method.is_empty() {
+            c.push(format!("{p}.match.method"), format!("{method:?} is not an HTTP method"));
+        }
+    }
+    if let Some(host) = &m.host {
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        if bare.is_empty() || bare.contains('*') || bare.contains('/') {
+            c.push(
+                format!("{p}.match.host"),
+                format!("{host:?} must be a host name or \"*.suffix\""),
+            );
+        }
+    }
+    for name in m.headers.keys() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            c.push(format!("{p}.match.headers"), format!("{name:?} is not a header name"));
+        }
+    }
+    if m.sni.is_some() {
+        c.push(format!("{p}.match.sni"), "sni matches only on tcp listeners");
+    }
+    match (&r.cluster, r.weighted_clusters.is_empty()) {
+        (Some(_), false) => c.push(
+            p.to_string(),
+            "use either cluster or weighted_clusters, not both",
+        ),
+        (None, true) => c.push(p.to_string(), "a route needs cluster or weighted_clusters"),
+        (Some(name), true) => check_cluster_ref(c, &format!("{p}.cluster"), name, clusters),
+        (None, false) => {
+            for (k, w) in r.weighted_clusters.iter().enumerate() {
+                let wp = format!("{p}.weighted_clusters[{k}]");
+                check_cluster_ref(c, &format!("{wp}.cluster"), &w.cluster, clusters);
+                if w.weight == 0 {
+                    c.push(format!("{wp}.weight"), "must be greater than 0");
+                }
+            }
+        }
+    }
+    if let Some(rw) = &r.rewrite {
+        if !rw.path_prefix.starts_with('/') {
+            c.push(
+                format!("{p}.rewrite.path_prefix"),
+                format!("{:?} must start with '/'", rw.path_prefix),
+            );
+        }
+        if m.path_prefix.is_none() && m.path.is_none() {
+            c.push(
+                format!("{p}.rewrite.path_prefix"),
+                "rewrite.path_prefix needs match.path_prefix or match.path to replace",
+            );
+        }
+    }
+    for (name, value) in &r.request_headers_add {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            c.push(
+                format!("{p}.request_headers_add"),
+                format!("{name:?} is not a header name"),
+            );
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            c.push(
+                format!("{p}.request_headers_add.{name}"),
+                "is not a valid header value",
+            );
+        }
+    }
+    if r.retries.is_some() {
+        c.unsupported(format!("{p}.retries"), "retries");
+    }
+    if r.rate_limit.is_some() {
+        c.unsupported(format!("{p}.rate_limit"), "rate limiting");
+    }
+}
+
+fn check_cluster(c: &mut Checker, p: &str, cl: &ClusterConfig) {
+    if cl.lb != LbPolicy::RoundRobin {
+        c.unsupported(format!("{p}.lb"), &format!("lb: {:?}", cl.lb));
+    }
+    if cl.hash_on.is_some() && cl.lb != LbPolicy::RingHash {
+        c.push(format!("{p}.hash_on"), "hash_on only applies to lb: ring_hash");
+    }
+    if cl.endpoints.is_empty() && cl.discovery.is_none() {
+        c.push(
+            format!("{p}.endpoints"),
+            "a cluster needs at least one endpoint (or discovery)",
+        );
+    }
+    for (k, e) in cl.endpoints.iter().enumerate() {
+        let ep = format!("{p}.endpoints[{k}]");
+        if let Err(msg) = split_host_port(&e.address) {
+            c.push(format!("{ep}.address"), msg);
+        }
+        if e.weight == 0 {
+            c.push(format!("{ep}.weight"), "must be greater than 0");
+        }
+    }
+    if cl.connect_timeout.is_zero() {
+        c.push(format!("{p}.connect_timeout"), "must be greater than 0s");
+    }
+    if cl.discovery.is_some() {
+        c.unsupported(format!("{p}.discovery"), "endpoint discovery");
+    }
+    if cl.protocol != UpstreamProtocol::Http1 {
+        c.unsupported(format!("{p}.protocol"), "an upstream protocol other than http1");
+    }
+    if cl.send_proxy_protocol.is_some() {
+        c.unsupported(format!("{p}.send_proxy_protocol"), "send_proxy_protocol");
+    }
+    if cl.tls.is_some() {
+        c.unsupported(format!("{p}.tls"), "upstream TLS");
+    }
+    if cl.health_check.is_some() {
+        c.unsupported(format!("{p}.health_check"), "active health checking");
+    }
+    if cl.outlier_detection.is_some() {
+        c.unsupported(format!("{p}.outlier_detection"), "outlier detection");
+    }
+    if cl.circuit_breaker.is_some() {
+        c.unsupported(format!("{p}.circuit_breaker"), "circuit breaking");
+    }
+    if cl.slow_start.is_some() {
+        c.unsupported(format!("{p}.slow_start"), "slow start");
+    }
+}

@@ -1,0 +1,168 @@
+//! Body types of the proxy: what goes upstream (`RequestBody`) and what goes back downstream
+//! (`ResponseBody`). Both stream frame by frame; nothing is buffered whole. The response body
+//! carries the exchange's end-of-life bookkeeping: when it finishes, the upstream connection
+//! goes back to its pool and the in-flight counts drop.
+
+use crate::cluster::pool::Sender;
+use crate::cluster::InFlight;
+use crate::listener::RequestGuard;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// A request body on its way upstream.
+pub enum RequestBody {
+    /// Streamed from the downstream connection.
+    Incoming(Incoming),
+    /// Held in memory (empty bodies, replayable retries).
+    Full(Option<Bytes>),
+}
+
+impl RequestBody {
+    pub fn empty() -> RequestBody {
+        RequestBody::Full(None)
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Incoming(b) => b.is_end_stream(),
+            RequestBody::Full(d) => d.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Incoming(b) => b.size_hint(),
+            RequestBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
+
+/// Runs when a response finishes or is abandoned: a cleanly finished upstream exchange gives
+/// its connection back to the endpoint's pool; an abandoned one drops it (closing it), since
+/// unread response bytes would corrupt the next exchange.
+pub struct Lease {
+    pub(crate) sender: Option<Sender>,
+    pub(crate) in_flight: InFlight,
+}
+
+impl Lease {
+    fn release(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.in_flight.endpoint().pool.put(sender);
+        }
+    }
+}
+
+/// A response body on its way downstream.
+pub struct ResponseBody {
+    kind: Kind,
+    lease: Option<Lease>,
+    /// Dropped with the body: ends the downstream connection's in-flight count.
+    _guard: Option<RequestGuard>,
+}
+
+enum Kind {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl ResponseBody {
+    pub fn full(data: impl Into<Bytes>) -> ResponseBody {
+        let data = data.into();
+        ResponseBody {
+            kind: Kind::Full((!data.is_empty()).then_some(data)),
+            lease: None,
+            _guard: None,
+        }
+    }
+
+    pub fn empty() -> ResponseBody {
+        ResponseBody::full(Bytes::new())
+    }
+
+    pub(crate) fn upstream(body: Incoming, lease: Lease) -> ResponseBody {
+        let mut b = ResponseBody {
+            kind: Kind::Upstream(body),
+            lease: Some(lease),
+            _guard: None,
+        };
+        b.release_if_done();
+        b
+    }
+
+    /// Attaches something to drop when the body is done with.
+    pub(crate) fn with_guard(mut self, guard: RequestGuard) -> ResponseBody {
+        self._guard = Some(guard);
+        self
+    }
+
+    fn release_if_done(&mut self) {
+        if let (Kind::Upstream(b), Some(lease)) = (&self.kind, &mut self.lease) {
+            if b.is_end_stream() {
+                lease.release();
+                self.lease = None;
+            }
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        match &mut this.kind {
+            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Kind::Upstream(b) => {
+                let res = std::task::ready!(Pin::new(b).poll_frame(cx));
+                match &res {
+                    None => {
+                        if let Some(mut lease) = this.lease.take() {
+                            lease.release();
+                        }
+                    }
+                    Some(Ok(_)) => this.release_if_done(),
+                    // The upstream connection is broken; dropping the lease closes it.
+                    Some(Err(_)) => this.lease = None,
+                }
+                Poll::Ready(res)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream(b) => b.is_end_stream(),
+            Kind::Full(d) => d.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream(b) => b.size_hint(),
+            Kind::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Everything that makes the proxy answer on its own, and the one mapping of each cause to a
+//! status code, an `x-outrigger-error` value and a metric label.
+
+use http::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches the request")]
+    NoRoute,
+    #[error("cluster {cluster:?} has no healthy endpoint")]
+    NoHealthyEndpoint { cluster: String },
+    #[error(transparent)]
+    Connect(#[from] crate::cluster::pool::ConnectError),
+    #[error("upstream closed or reset the connection: {0}")]
+    UpstreamReset(#[source] hyper::Error),
+    #[error("upstream sent an invalid response: {0}")]
+    UpstreamProtocol(#[source] hyper::Error),
+    #[error("no response within the route timeout")]
+    Timeout,
+    #[error("the request body could not be read from the client: {0}")]
+    DownstreamBody(#[source] hyper::Error),
+    #[error("ambiguous request framing (Content-Length with Transfer-Encoding)")]
+    AmbiguousFraming,
+    #[error("the listener was removed")]
+    ListenerGone,
+}
+
+/// The causes as a closed set, so metric children can be resolved once per listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    NoRoute,
+    NoHealthyEndpoint,
+    ConnectFailed,
+    ConnectTimeout,
+    UpstreamReset,
+    UpstreamProtocolError,
+    Timeout,
+    DownstreamBody,
+    AmbiguousFraming,
+    ListenerGone,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 10] = [
+        ErrorKind::NoRoute,
+        ErrorKind::NoHealthyEndpoint,
+        ErrorKind::ConnectFailed,
+        ErrorKind::ConnectTimeout,
+        ErrorKind::UpstreamReset,
+        ErrorKind::UpstreamProtocolError,
+        ErrorKind::Timeout,
+        ErrorKind::DownstreamBody,
+        ErrorKind::AmbiguousFraming,
+        ErrorKind::ListenerGone,
+    ];
+
+    /// The `x-outrigger-error` value and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NoRoute => "no_route",
+            ErrorKind::NoHealthyEndpoint => "no_healthy_endpoint",
+            ErrorKind::ConnectFailed => "connect_failed",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::UpstreamReset => "upstream_reset",
+            ErrorKind::UpstreamProtocolError => "upstream_protocol_error",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::DownstreamBody => "downstream_body",
+            ErrorKind::AmbiguousFraming => "ambiguous_framing",
+            ErrorKind::ListenerGone => "listener_gone",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::NoRoute => StatusCode::NOT_FOUND,
+            ErrorKind::DownstreamBody | ErrorKind::AmbiguousFraming => StatusCode::BAD_REQUEST,
+            ErrorKind::NoHealthyEndpoint
+            | ErrorKind::ConnectFailed
+            | ErrorKind::ConnectTimeout
+            | ErrorKind::ListenerGone => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::UpstreamReset | ErrorKind::UpstreamProtocolError => StatusCode::BAD_GATEWAY,
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl ProxyError {
+    pub fn kind(&self) -> ErrorKind {
+        use crate::cluster::pool::ConnectError;
+        match self {
+            ProxyError::NoRoute => ErrorKind::NoRoute,
+            ProxyError::NoHealthyEndpoint { .. } => ErrorKind::NoHealthyEndpoint,
+            ProxyError::Connect(ConnectError::Timeout { .. }) => ErrorKind::ConnectTimeout,
+            ProxyError::Connect(_) => ErrorKind::ConnectFailed,
+            ProxyError::UpstreamReset(_) => ErrorKind::UpstreamReset,
+            ProxyError::UpstreamProtocol(_) => ErrorKind::UpstreamProtocolError,
+            ProxyError::Timeout => ErrorKind::Timeout,
+            ProxyError::DownstreamBody(_) => ErrorKind::DownstreamBody,
+            ProxyError::AmbiguousFraming => ErrorKind::AmbiguousFraming,
+            ProxyError::ListenerGone => ErrorKind::ListenerGone,
+        }
+    }
+
+    /// Sorts a failed upstream exchange by whose fault it was.
+    pub fn from_upstream(e: hyper::Error) -> ProxyError {
+        if e.is_user() {
+            // hyper reports a failing request body as a user error: the downstream's body.
+            ProxyError::DownstreamBody(e)
+        } else if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+            ProxyError::UpstreamProtocol(e)
+        } else {
+            ProxyError::UpstreamReset(e)
+        }
+    }
+
+    /// Whether the client's connection must be closed after this answer.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, ProxyError::AmbiguousFraming | ProxyError::DownstreamBody(_))
+    }
+}

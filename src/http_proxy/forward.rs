@@ -1,0 +1,158 @@
+//! Header work on the way through: hop-by-hop removal, `x-forwarded-*`, `x-request-id`, the
+//! route's rewrite and added headers. One pass over the header map each way; nothing is rebuilt.
+
+use crate::route::Route;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use std::net::IpAddr;
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_OUTRIGGER_ERROR: HeaderName = HeaderName::from_static("x-outrigger-error");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes the headers that describe one connection rather than the message (RFC 9110 §7.6.1),
+/// including any named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        if let Ok(list) = conn.to_str() {
+            // Rare enough (clients seldom name extra headers) that the allocation is fine.
+            let named: Vec<HeaderName> = list
+                .split(',')
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                .collect();
+            for n in named {
+                headers.remove(n);
+            }
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for h in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        if headers.contains_key(h) {
+            headers.remove(h);
+        }
+    }
+}
+
+/// Rewrites a downstream request head into the upstream one, in place.
+pub fn prepare_request(
+    parts: &mut http::request::Parts,
+    route: &Route,
+    peer: IpAddr,
+    scheme: &'static str,
+) -> Option<()> {
+    strip_hop_by_hop(&mut parts.headers);
+    // HTTP/2 carries the host in :authority; an HTTP/1.1 upstream needs a Host header.
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(auth) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(auth.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    let path_and_query = match route.rewrite_path(parts.uri.path(), parts.uri.query()) {
+        Some(p) => PathAndQuery::try_from(p).ok()?,
+        None => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    };
+    parts.uri = Uri::from(path_and_query);
+    parts.version = http::Version::HTTP_11;
+
+    append_forwarded_for(&mut parts.headers, peer);
+    if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
+        parts
+            .headers
+            .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+    }
+    if !parts.headers.contains_key(&X_REQUEST_ID) {
+        parts.headers.insert(X_REQUEST_ID.clone(), new_request_id());
+    }
+    for (name, value) in &route.headers_add {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    Some(())
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
+    let mut buf = itoa_ip(peer);
+    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        buf = format!("{prev}, {buf}");
+    }
+    if let Ok(v) = HeaderValue::from_str(&buf) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+}
+
+fn itoa_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+/// A random UUID v4, formatted without allocation beyond the header value itself.
+pub fn new_request_id() -> HeaderValue {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 36];
+    let mut o = 0;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[o] = b'-';
+            o += 1;
+        }
+        out[o] = HEX[(byte >> 4) as usize];
+        out[o + 1] = HEX[(byte & 0xf) as usize];
+        o += 2;
+    }
+    HeaderValue::from_bytes(&out).expect("hex digits and dashes are valid header bytes")
+}
+
+/// Prepares an upstream response head for the downstream connection.
+pub fn prepare_response(parts: &mut http::response::Parts) {
+    strip_hop_by_hop(&mut parts.headers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_goes_end_to_end_stays() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-app", HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-app"));
+    }
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let id = new_request_id();
+        let s = id.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        assert_ne!(new_request_id(), id);
+    }
+}

@@ -1,0 +1,141 @@
+//! outrigger: a load-balancing sidecar proxy.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! YAML file ──config::load──▶ Config (validated; every error has file, line, key path)
+//!                               │
+//!                Snapshot::build(config, previous)   (unchanged clusters are reused)
+//!                               │
+//!                runtime.publish(snapshot)           (one ArcSwap store)
+//!                               │
+//!  listener accept ─▶ per connection: hyper (HTTP/1.1 + HTTP/2), framing guard, idle timer
+//!  per HTTP request ─▶ runtime.snapshot() (Arc held for the request)
+//!                      route::RouteTable::find → RouteTarget → Cluster::pick → Endpoint
+//!                      http_proxy::forward on a pooled connection → response streamed back
+//! ```
+//!
+//! Modules are named for what they own: `config` (file → typed model), `snapshot` (model →
+//! runtime objects), `runtime` (the shared root), `listener` (accept and serve connections),
+//! `route` (matching), `http_proxy` (the request path and its errors), `cluster` (endpoints and
+//! pools), `balancer` (policies), `admin`, `metrics`, `shutdown`.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod admin;
+pub mod balancer;
+pub mod cluster;
+pub mod config;
+pub mod demo;
+pub mod http_proxy;
+pub mod listener;
+pub mod metrics;
+pub mod route;
+pub mod runtime;
+pub mod shutdown;
+pub mod snapshot;
+
+use config::LoadedConfig;
+use metrics::Metrics;
+use runtime::Runtime;
+use snapshot::{Snapshot, SnapshotError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Bind(#[from] listener::BindError),
+    #[error("admin.address: cannot bind {address}: {source}")]
+    AdminBind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running proxy: bound listeners, admin server and the shared runtime.
+pub struct Server {
+    runtime: Arc<Runtime>,
+    listeners: Vec<(Arc<str>, SocketAddr)>,
+    admin_addr: SocketAddr,
+}
+
+impl Server {
+    /// Builds the first snapshot, binds every listener and the admin address (a port of 0
+    /// picks a free one: see `listener_addr`), and starts serving. Must run inside a tokio
+    /// runtime.
+    pub async fn start(loaded: LoadedConfig) -> Result<Server, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let snapshot = Snapshot::build(loaded, None, &metrics, 1)?;
+        let cfg = snapshot.loaded.config.clone();
+        let admin_socket = tokio::net::TcpListener::bind(&cfg.admin.address)
+            .await
+            .map_err(|source| StartError::AdminBind {
+                address: cfg.admin.address.clone(),
+                source,
+            })?;
+        let admin_addr = admin_socket
+            .local_addr()
+            .map_err(|source| StartError::AdminBind {
+                address: cfg.admin.address.clone(),
+                source,
+            })?;
+        let mut bound = Vec::new();
+        for (i, l) in cfg.listeners.iter().enumerate() {
+            bound.push(listener::Listener::bind(i, l).await?);
+        }
+        for c in &snapshot.clusters {
+            c.spawn_pool_sweeper();
+        }
+        metrics.config_reload.with_label_values(&["success"]).inc();
+        let runtime = Arc::new(Runtime::new(snapshot, metrics));
+        let listeners = bound.iter().map(|l| (l.name.clone(), l.local_addr)).collect();
+        tokio::spawn(admin::run(admin_socket, runtime.clone()));
+        tracing::info!(address = %admin_addr, "admin listening");
+        for l in bound {
+            tokio::spawn(l.run(runtime.clone()));
+        }
+        runtime.set_ready();
+        Ok(Server {
+            runtime,
+            listeners,
+            admin_addr,
+        })
+    }
+
+    /// The bound address of the listener named `name`.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, a)| *a)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Asks the server to drain and stop (what SIGTERM does).
+    pub fn request_shutdown(&self) {
+        self.runtime.shutdown.request();
+    }
+
+    /// Serves until a shutdown is requested, then drains. Returns whether every connection
+    /// finished within the drain timeout.
+    pub async fn run(self) -> bool {
+        self.runtime.shutdown.requested().await;
+        let server = self.runtime.snapshot().loaded.config.server.clone();
+        self.runtime
+            .shutdown
+            .drain(server.drain_delay.get(), server.drain_timeout.get())
+            .await
+    }
+}

@@ -1,0 +1,272 @@
+//! Request-smuggling defence for HTTP/1.1 that hyper does not give: a request head carrying
+//! both `Content-Length` and `Transfer-Encoding` (hyper follows RFC 9112 §6.1 and accepts it,
+//! dropping Content-Length and closing afterwards; Envoy and we refuse it with 400).
+//!
+//! hyper owns parsing; this wrapper only shadows the byte stream it reads, following message
+//! framing (heads, Content-Length bodies, chunked bodies) just far enough to find each request
+//! head, and marks the ordinal of the first ambiguous one on the connection's tracker. Whatever
+//! it cannot follow (HTTP/2, upgrades, malformed input hyper will refuse anyway) switches it
+//! off: it never blocks or alters bytes.
+
+use super::ConnTracker;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Longest chunk-size line or trailer block followed before giving up (hyper enforces its own
+/// limits; past this we simply stop shadowing).
+const MAX_LINE: usize = 4096;
+
+enum State {
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    Trailers,
+    Off,
+}
+
+pub struct FramingGuard<IO> {
+    io: IO,
+    state: State,
+    /// Bytes of an incomplete head, size line or trailer block carried between reads.
+    pending: Vec<u8>,
+    max_head: usize,
+    heads: u64,
+    tracker: Arc<ConnTracker>,
+    started: bool,
+}
+
+impl<IO> FramingGuard<IO> {
+    pub fn new(io: IO, tracker: Arc<ConnTracker>, max_head: usize) -> Self {
+        FramingGuard {
+            io,
+            state: State::Head,
+            pending: Vec::new(),
+            max_head,
+            heads: 0,
+            tracker,
+            started: false,
+        }
+    }
+
+    fn observe(&mut self, mut data: &[u8]) {
+        if !self.started && !data.is_empty() {
+            self.started = true;
+            // The HTTP/2 preface; a split preface fails httparse's version check just the same.
+            if data.starts_with(b"PRI ") {
+                self.state = State::Off;
+            }
+        }
+        while !data.is_empty() {
+            match self.state {
+                State::Off => return,
+                State::Body(n) => {
+                    let take = (n as usize).min(data.len()) as u64;
+                    data = &data[take as usize..];
+                    self.state = if n == take { State::Head } else { State::Body(n - take) };
+                }
+                State::ChunkData(n) => {
+                    let take = (n as usize).min(data.len()) as u64;
+                    data = &data[take as usize..];
+                    self.state = if n == take { State::ChunkSize } else { State::ChunkData(n - take) };
+                }
+                State::Head => {
+                    // Empty lines before a request line are allowed (RFC 9112 §2.2).
+                    if self.pending.is_empty() {
+                        let skip = data.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+                        data = &data[skip..];
+                        if data.is_empty() {
+                            return;
+                        }
+                    }
+                    let Some(used) = self.take_until(data, b"\r\n\r\n", self.max_head) else { return };
+                    data = &data[used..];
+                    let head = std::mem::take(&mut self.pending);
+                    self.state = self.on_head(&head);
+                }
+                State::ChunkSize => {
+                    let Some(used) = self.take_until(data, b"\r\n", MAX_LINE) else { return };
+                    data = &data[used..];
+                    let line = std::mem::take(&mut self.pending);
+                    self.state = chunk_size(&line).map_or(State::Off, |size| {
+                        if size == 0 {
+                            State::Trailers
+                        } else {
+                            State::ChunkData(size.saturating_add(2))
+                        }
+                    });
+                }
+                State::Trailers => {
+                    // Trailers end at an empty line; with none, that is the very next CRLF.
+                    let Some(used) = self.take_until(data, b"\r\n", MAX_LINE) else { return };
+                    data = &data[used..];
+                    if self.pending == b"\r\n" || self.pending.ends_with(b"\r\n\r\n") {
+                        self.pending.clear();
+                        self.state = State::Head;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends `data` to `pending` up to and including the first `delim`; returns the number of
+    /// bytes of `data` consumed, or `None` when `delim` has not arrived yet (all of `data` was
+    /// kept). Going past `limit` switches the guard off.
+    fn take_until(&mut self, data: &[u8], delim: &[u8], limit: usize) -> Option<usize> {
+        let start = self.pending.len().saturating_sub(delim.len() - 1);
+        self.pending.extend_from_slice(data);
+        let found = self.pending[start..]
+            .windows(delim.len())
+            .position(|w| w == delim)
+            .map(|p| start + p + delim.len());
+        match found {
+            Some(end) => {
+                let before = self.pending.len() - data.len();
+                self.pending.truncate(end);
+                Some(end - before)
+            }
+            None => {
+                if self.pending.len() > limit {
+                    self.pending = Vec::new();
+                    self.state = State::Off;
+                }
+                None
+            }
+        }
+    }
+
+    fn on_head(&mut self, head: &[u8]) -> State {
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            _ => return State::Off,
+        }
+        self.heads += 1;
+        let mut content_length: Option<u64> = None;
+        let mut chunked = false;
+        let mut has_te = false;
+        let mut has_cl = false;
+        let mut upgrade = req.method == Some("CONNECT");
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                has_cl = true;
+                content_length = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok());
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                has_te = true;
+                chunked = h
+                    .value
+                    .rsplit(|b| *b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if h.name.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            }
+        }
+        if has_cl && has_te {
+            self.tracker.reject_framing_from(self.heads);
+            return State::Off;
+        }
+        if upgrade {
+            return State::Off;
+        }
+        if has_te {
+            return if chunked { State::ChunkSize } else { State::Off };
+        }
+        match (has_cl, content_length) {
+            (true, None) => State::Off,
+            (true, Some(0)) | (false, _) => State::Head,
+            (true, Some(n)) => State::Body(n),
+        }
+    }
+}
+
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\r\n")?;
+    let hex = line.split(|b| *b == b';').next()?.trim_ascii();
+    if hex.is_empty() || hex.len() > 15 {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
+        if !matches!(self.state, State::Off) {
+            let new = &buf.filled()[before..];
+            // Borrow juggling: `observe` needs `&mut self` while `new` borrows `buf`, not self.
+            self.observe(new);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(chunks: &[&[u8]]) -> (Arc<ConnTracker>, u64) {
+        let t = Arc::new(ConnTracker::new());
+        let mut g = FramingGuard::new((), t.clone(), 65536);
+        for c in chunks {
+            g.observe(c);
+        }
+        let heads = g.heads;
+        (t, heads)
+    }
+
+    #[test]
+    fn follows_keepalive_bodies_and_flags_the_ambiguous_head() {
+        let (t, heads) = run(&[
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhel",
+            b"lo",
+            b"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nGET /\r\n0\r\n\r\n",
+            b"GET /c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ]);
+        assert_eq!(heads, 3);
+        assert_eq!(t.first_rejected(), Some(3));
+    }
+
+    #[test]
+    fn body_text_that_looks_like_headers_is_not_a_head() {
+        let body = b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let head = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
+        let (t, heads) = run(&[head.as_bytes(), body]);
+        assert_eq!(heads, 1);
+        assert_eq!(t.first_rejected(), None);
+    }
+
+    #[test]
+    fn h2_preface_switches_off() {
+        let (t, heads) = run(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]);
+        assert_eq!(heads, 0);
+        assert_eq!(t.first_rejected(), None);
+    }
+}

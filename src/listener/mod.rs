@@ -1,0 +1,270 @@
+//! Listeners: bind, accept under the `max_connections` limit, and serve each connection
+//! (HTTP/1.1 and HTTP/2 on one port via hyper-util's auto builder) until it ends, idles out,
+//! or the process drains. Per-connection state lives in `ConnTracker`.
+
+mod framing;
+
+use crate::config::{ListenerConfig, ListenerProtocol};
+use crate::http_proxy::{self, Downstream};
+use crate::runtime::Runtime;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+#[error("listeners[{index}] ({name}): cannot bind {address}: {source}")]
+pub struct BindError {
+    pub index: usize,
+    pub name: String,
+    pub address: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// A bound listening socket with the settings it serves connections with.
+pub struct Listener {
+    pub name: Arc<str>,
+    pub local_addr: SocketAddr,
+    socket: TcpListener,
+    config: ListenerConfig,
+}
+
+impl Listener {
+    pub async fn bind(index: usize, cfg: &ListenerConfig) -> Result<Listener, BindError> {
+        let err = |source| BindError {
+            index,
+            name: cfg.name.clone(),
+            address: cfg.address.clone(),
+            source,
+        };
+        let socket = TcpListener::bind(&cfg.address).await.map_err(err)?;
+        let local_addr = socket.local_addr().map_err(err)?;
+        Ok(Listener {
+            name: cfg.name.as_str().into(),
+            local_addr,
+            socket,
+            config: cfg.clone(),
+        })
+    }
+
+    /// Accepts until the runtime starts draining. Waiting for a permit before `accept` leaves
+    /// excess connections in the kernel's backlog rather than taking them and starving them.
+    pub async fn run(self, runtime: Arc<Runtime>) {
+        debug_assert_eq!(self.config.protocol, ListenerProtocol::Http);
+        let limits = &self.config.limits;
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let builder = Arc::new(http_builder(&self.config));
+        let idle_timeout = limits.idle_timeout.get();
+        let max_head = limits.max_request_headers_kb * 1024;
+        let active = runtime
+            .metrics
+            .downstream_connections_active
+            .with_label_values(&[&self.name]);
+        let accepted = runtime.metrics.downstream_connections.with_label_values(&[&self.name]);
+        let drain = runtime.shutdown.drain_token();
+        tracing::info!(listener = %self.name, address = %self.local_addr, "listening");
+        loop {
+            let permit = tokio::select! {
+                _ = drain.cancelled() => break,
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (stream, peer) = tokio::select! {
+                _ = drain.cancelled() => break,
+                r = self.socket.accept() => match r {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning on the error.
+                        tracing::warn!(listener = %self.name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            accepted.inc();
+            let conn = Connection {
+                down: Downstream {
+                    listener: self.name.clone(),
+                    runtime: runtime.clone(),
+                    peer,
+                    scheme: "http",
+                    conn: Arc::new(ConnTracker::new()),
+                },
+                builder: builder.clone(),
+                idle_timeout,
+                max_head,
+            };
+            let active = active.clone();
+            runtime.shutdown.track(async move {
+                active.inc();
+                conn.serve(stream).await;
+                active.dec();
+                drop(permit);
+            });
+        }
+        tracing::info!(listener = %self.name, "stopped accepting");
+    }
+}
+
+fn http_builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
+    let limits = &cfg.limits;
+    let header_bytes = limits.max_request_headers_kb * 1024;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout.get())
+        // hyper's read buffer bounds the request head: past it, 431.
+        .max_buf_size(header_bytes.max(8192))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(header_bytes.min(u32::MAX as usize) as u32)
+        .max_concurrent_streams(1024);
+    b
+}
+
+struct Connection {
+    down: Downstream,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    idle_timeout: Duration,
+    max_head: usize,
+}
+
+impl Connection {
+    async fn serve(self, stream: TcpStream) {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let tracker = self.down.conn.clone();
+        let io = TokioIo::new(framing::FramingGuard::new(stream, tracker.clone(), self.max_head));
+        let drain = self.down.runtime.shutdown.drain_token();
+        let down = Arc::new(self.down);
+        let svc = service_fn(move |req| {
+            let down = down.clone();
+            async move { Ok::<_, Infallible>(http_proxy::handle(req, &down).await) }
+        });
+        let conn = self.builder.serve_connection(io, svc);
+        tokio::pin!(conn);
+        let mut closing = false;
+        let idle_check = tokio::time::sleep(self.idle_timeout);
+        tokio::pin!(idle_check);
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(error = %e, "downstream connection ended with an error");
+                    }
+                    return;
+                }
+                // Draining: HTTP/1.1 closes once idle (or after the in-flight response, with
+                // `Connection: close`); HTTP/2 sends GOAWAY and finishes open streams.
+                _ = drain.cancelled(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = &mut idle_check, if !closing && !self.idle_timeout.is_zero() => {
+                    match tracker.idle_for() {
+                        Some(idle) if idle >= self.idle_timeout => {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        Some(idle) => idle_check.as_mut().reset(Instant::now() + (self.idle_timeout - idle)),
+                        None => idle_check.as_mut().reset(Instant::now() + self.idle_timeout),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Per-connection bookkeeping shared by the connection task, its requests and its framing
+/// guard.
+pub struct ConnTracker {
+    active: AtomicUsize,
+    /// Milliseconds since `epoch` at which the connection last became idle.
+    idle_since_ms: AtomicU64,
+    epoch: Instant,
+    requests: AtomicU64,
+    /// Ordinal (1-based) of the first request head with ambiguous framing; `u64::MAX` if none.
+    rejected_from: AtomicU64,
+}
+
+impl Default for ConnTracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConnTracker {
+    pub fn new() -> ConnTracker {
+        ConnTracker {
+            active: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            requests: AtomicU64::new(0),
+            rejected_from: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Counts a request in flight until the guard drops (with the response body).
+    pub fn request_started(self: &Arc<Self>) -> RequestGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        let ordinal = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        RequestGuard {
+            tracker: self.clone(),
+            ordinal,
+        }
+    }
+
+    /// How long the connection has had no request in flight; `None` while one is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.active.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed));
+        Some(self.epoch.elapsed().saturating_sub(since))
+    }
+
+    fn reject_framing_from(&self, ordinal: u64) {
+        self.rejected_from.fetch_min(ordinal, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    fn first_rejected(&self) -> Option<u64> {
+        let v = self.rejected_from.load(Ordering::Relaxed);
+        (v != u64::MAX).then_some(v)
+    }
+}
+
+/// One request's hold on its connection's in-flight count.
+pub struct RequestGuard {
+    tracker: Arc<ConnTracker>,
+    ordinal: u64,
+}
+
+impl RequestGuard {
+    /// Whether this request (or one before it on the connection) had ambiguous framing.
+    pub fn framing_rejected(&self) -> bool {
+        self.ordinal >= self.tracker.rejected_from.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let t = &self.tracker;
+        if t.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+            let now = t.epoch.elapsed().as_millis() as u64;
+            t.idle_since_ms.store(now, Ordering::Relaxed);
+        }
+    }
+}

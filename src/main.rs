@@ -1,0 +1,141 @@
+//! The `outrigger` command: flags, logging, runtime, signals. Everything else is the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "outrigger", version, about = "A load-balancing sidecar proxy", args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// The YAML config file to run.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log line format (logs go to stderr; RUST_LOG filters them, default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a config file and exit 0 if it is valid, 1 with every problem listed if not.
+    Validate {
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run the bundled demo: three upstreams on 127.0.0.1:18081-18083 behind 127.0.0.1:15001.
+    Demo,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Some(Command::Validate { config }) => validate(&config),
+        Some(Command::Demo) => {
+            let loaded = outrigger::config::parse(outrigger::demo::DEMO_CONFIG, "config/demo.yaml", &|k| std::env::var(k).ok())
+                .map(|config| outrigger::config::LoadedConfig {
+                    config,
+                    source: "config/demo.yaml (built in)".into(),
+                    base_dir: ".".into(),
+                })
+                .map_err(anyhow::Error::from);
+            loaded.and_then(|l| serve(l, true))
+        }
+        None => match cli.config {
+            Some(path) => outrigger::config::load(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|l| serve(l, false)),
+            None => Err(anyhow::anyhow!("no config given: run `outrigger --config FILE` (or `outrigger demo`)")),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("outrigger: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn validate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match outrigger::config::load(path) {
+        Ok(l) => {
+            let c = &l.config;
+            let routes: usize = c.listeners.iter().map(|l| l.routes.len()).sum();
+            println!(
+                "{}: valid ({} listeners, {} routes, {} clusters)",
+                path.display(),
+                c.listeners.len(),
+                routes,
+                c.clusters.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn serve(loaded: outrigger::config::LoadedConfig, demo: bool) -> anyhow::Result<ExitCode> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    // With 0, tokio picks one worker per core (or TOKIO_WORKER_THREADS when set).
+    if loaded.config.server.worker_threads > 0 {
+        rt.worker_threads(loaded.config.server.worker_threads);
+    }
+    let rt = rt.build().context("cannot start the tokio runtime")?;
+    rt.block_on(async move {
+        if demo {
+            let addrs: Vec<std::net::SocketAddr> = (18081..=18083).map(|p| ([127, 0, 0, 1], p).into()).collect();
+            outrigger::demo::spawn_upstreams(&addrs)
+                .await
+                .context("cannot bind the demo upstreams on 127.0.0.1:18081-18083")?;
+        }
+        let server = outrigger::Server::start(loaded).await?;
+        if demo {
+            let a = server.listener_addr("ingress_http").map(|a| a.to_string()).unwrap_or_default();
+            eprintln!("\noutrigger demo is running. Try:\n  curl -s http://{a}/            (round robin over two upstreams)\n  curl -s http://{a}/canary      (90/10 split)\n  curl -s http://{}/clusters\n  curl -s http://{}/metrics\nCtrl-C drains and stops.\n", server.admin_addr(), server.admin_addr());
+        }
+        spawn_signal_handler(server.runtime().clone())?;
+        let drained = server.run().await;
+        if !drained {
+            tracing::warn!("exiting with connections still open after the drain timeout");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn spawn_signal_handler(runtime: std::sync::Arc<outrigger::runtime::Runtime>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        runtime.shutdown.request();
+    });
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! Every Prometheus collector outrigger exports, in its own `Registry` (no global state, so
+//! tests can run many proxies in one process). Names are constants here; labelled children for
+//! listeners, routes and clusters are resolved once when a snapshot is built and kept on the
+//! runtime objects, never looked up per request.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub const DOWNSTREAM_REQUESTS_TOTAL: &str = "outrigger_downstream_requests_total";
+pub const REQUEST_DURATION_SECONDS: &str = "outrigger_request_duration_seconds";
+pub const UPSTREAM_REQUEST_DURATION_SECONDS: &str = "outrigger_upstream_request_duration_seconds";
+pub const DOWNSTREAM_CONNECTIONS_ACTIVE: &str = "outrigger_downstream_connections_active";
+pub const DOWNSTREAM_CONNECTIONS_TOTAL: &str = "outrigger_downstream_connections_total";
+pub const UPSTREAM_ENDPOINT_HEALTHY: &str = "outrigger_upstream_endpoint_healthy";
+pub const UPSTREAM_CONNECTIONS_ACTIVE: &str = "outrigger_upstream_connections_active";
+pub const UPSTREAM_CONNECT_FAILURES_TOTAL: &str = "outrigger_upstream_connect_failures_total";
+pub const PROXY_ERRORS_TOTAL: &str = "outrigger_proxy_errors_total";
+pub const CONFIG_RELOAD_TOTAL: &str = "outrigger_config_reload_total";
+pub const BUILD_INFO: &str = "outrigger_build_info";
+
+/// Latency buckets from 0.5 ms to 30 s: a sidecar's added latency is sub-millisecond, while
+/// upstream calls range to the default 15 s route timeout.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The label value used where a request reached no cluster (404 with no route).
+pub const NO_CLUSTER: &str = "none";
+
+pub struct Metrics {
+    registry: Registry,
+    pub downstream_requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_request_duration: HistogramVec,
+    pub downstream_connections_active: IntGaugeVec,
+    pub downstream_connections: IntCounterVec,
+    pub upstream_endpoint_healthy: IntGaugeVec,
+    pub upstream_connections_active: IntGaugeVec,
+    pub upstream_connect_failures: IntCounterVec,
+    pub proxy_errors: IntCounterVec,
+    pub config_reload: IntCounterVec,
+    pub build_info: IntGauge,
+}
+
+/// Status code classes are a fixed set of five, which keeps label cardinality bounded.
+pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+pub fn code_class_index(status: u16) -> usize {
+    (status / 100).clamp(1, 5) as usize - 1
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+            // Registration only fails on a duplicate name, which the constants above rule out.
+            r.register(Box::new(c.clone()))
+                .expect("metric names are unique constants");
+            c
+        }
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition"),
+            )
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition"),
+            )
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                    labels,
+                )
+                .expect("valid metric definition"),
+            )
+        };
+        let build_info = gauge(
+            BUILD_INFO,
+            "Always 1; the version label names the running build.",
+            &["version"],
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION")]);
+        build_info.set(1);
+        Metrics {
+            downstream_requests: counter(
+                DOWNSTREAM_REQUESTS_TOTAL,
+                "Requests answered to downstream clients, by listener, cluster and status class.",
+                &["listener", "cluster", "code_class"],
+            ),
+            request_duration: histogram(
+                REQUEST_DURATION_SECONDS,
+                "Time from request received to response headers sent downstream.",
+                &["cluster"],
+            ),
+            upstream_request_duration: histogram(
+                UPSTREAM_REQUEST_DURATION_SECONDS,
+                "Time from request sent upstream to upstream response headers received.",
+                &["cluster"],
+            ),
+            downstream_connections_active: gauge(
+                DOWNSTREAM_CONNECTIONS_ACTIVE,
+                "Open downstream connections.",
+                &["listener"],
+            ),
+            downstream_connections: counter(
+                DOWNSTREAM_CONNECTIONS_TOTAL,
+                "Downstream connections accepted.",
+                &["listener"],
+            ),
+            upstream_endpoint_healthy: gauge(
+                UPSTREAM_ENDPOINT_HEALTHY,
+                "1 if the endpoint receives traffic, 0 if it is marked unhealthy.",
+                &["cluster", "endpoint"],
+            ),
+            upstream_connections_active: gauge(
+                UPSTREAM_CONNECTIONS_ACTIVE,
+                "Open upstream connections (in use or pooled).",
+                &["cluster"],
+            ),
+            upstream_connect_failures: counter(
+                UPSTREAM_CONNECT_FAILURES_TOTAL,
+                "Upstream connection attempts that failed or timed out.",
+                &["cluster"],
+            ),
+            proxy_errors: counter(
+                PROXY_ERRORS_TOTAL,
+                "Responses generated by the proxy itself, by cause (the x-outrigger-error value).",
+                &["listener", "error"],
+            ),
+            config_reload: counter(
+                CONFIG_RELOAD_TOTAL,
+                "Configuration loads, by result (success or failure).",
+                &["result"],
+            ),
+            build_info,
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

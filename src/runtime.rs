@@ -1,0 +1,46 @@
+//! The shared root every task holds: the current snapshot (one `ArcSwap`, one writer), the
+//! metrics registry and the shutdown state.
+
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::snapshot::Snapshot;
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub struct Runtime {
+    snapshot: ArcSwap<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: Shutdown,
+    ready: AtomicBool,
+}
+
+impl Runtime {
+    pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Runtime {
+        Runtime {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            shutdown: Shutdown::new(),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// The current snapshot; the `Arc` may be held across awaits (for a request's lifetime).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Publishes a complete new snapshot in one store.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Ready: every listener is bound and no shutdown has been asked for.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.shutdown.is_requested()
+    }
+}

@@ -1,0 +1,107 @@
+//! The immutable runtime view of one config: per-listener route tables and the clusters they
+//! point at. `Snapshot::build` reuses a previous snapshot's `Arc<Cluster>` when that cluster's
+//! definition is unchanged, so endpoint state, balancer state and pools survive a reload.
+
+use crate::cluster::{Cluster, ClusterError};
+use crate::config::{ListenerProtocol, LoadedConfig};
+use crate::http_proxy::error::ErrorKind;
+use crate::metrics::{Metrics, NO_CLUSTER};
+use crate::route::{RouteError, RouteTable};
+use prometheus::IntCounter;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+}
+
+/// What requests on one listener need from the snapshot.
+pub struct ListenerState {
+    pub routes: RouteTable,
+    pub no_route_requests: IntCounter,
+    errors: Vec<IntCounter>,
+}
+
+impl ListenerState {
+    pub fn count_error(&self, kind: ErrorKind) {
+        self.errors[kind.index()].inc();
+    }
+}
+
+pub struct Snapshot {
+    /// 1 for the config loaded at start; +1 per applied reload.
+    pub generation: u64,
+    pub loaded: Arc<LoadedConfig>,
+    pub listeners: HashMap<String, ListenerState>,
+    /// In config order.
+    pub clusters: Vec<Arc<Cluster>>,
+}
+
+impl Snapshot {
+    pub fn build(
+        loaded: LoadedConfig,
+        previous: Option<&Snapshot>,
+        metrics: &Metrics,
+        generation: u64,
+    ) -> Result<Snapshot, SnapshotError> {
+        let cfg = &loaded.config;
+        let mut by_name: HashMap<String, Arc<Cluster>> = HashMap::new();
+        let mut clusters = Vec::with_capacity(cfg.clusters.len());
+        for (i, c) in cfg.clusters.iter().enumerate() {
+            let reused = previous
+                .and_then(|p| p.cluster(&c.name))
+                .filter(|old| old.config == *c)
+                .cloned();
+            let cluster = match reused {
+                Some(old) => old,
+                None => Arc::new(Cluster::build(i, c, metrics)?),
+            };
+            by_name.insert(c.name.clone(), cluster.clone());
+            clusters.push(cluster);
+        }
+        let mut listeners = HashMap::new();
+        for (i, l) in cfg.listeners.iter().enumerate() {
+            if l.protocol != ListenerProtocol::Http {
+                continue;
+            }
+            let routes = RouteTable::build(
+                &l.name,
+                &format!("listeners[{i}]"),
+                &l.routes,
+                l.cluster.as_deref(),
+                &by_name,
+                metrics,
+            )?;
+            let errors = ErrorKind::ALL
+                .iter()
+                .map(|k| metrics.proxy_errors.with_label_values(&[&l.name, k.as_str()]))
+                .collect();
+            let no_route_requests =
+                metrics
+                    .downstream_requests
+                    .with_label_values(&[&l.name, NO_CLUSTER, "4xx"]);
+            listeners.insert(
+                l.name.clone(),
+                ListenerState {
+                    routes,
+                    no_route_requests,
+                    errors,
+                },
+            );
+        }
+        Ok(Snapshot {
+            generation,
+            loaded: Arc::new(loaded),
+            listeners,
+            clusters,
+        })
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+}
