@@ -18,12 +18,16 @@ pub async fn spawn_upstreams(addrs: &[SocketAddr]) -> std::io::Result<()> {
         let name = format!("upstream-{} ({addr})", i + 1);
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = socket.accept().await else { continue };
+                let Ok((stream, _)) = socket.accept().await else {
+                    continue;
+                };
                 let name = name.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let body = format!("hello from {name}: {} {}\n", req.method(), req.uri());
-                        async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body)))) }
+                        async move {
+                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)

@@ -93,7 +93,10 @@ impl Server {
         }
         metrics.config_reload.with_label_values(&["success"]).inc();
         let runtime = Arc::new(Runtime::new(snapshot, metrics));
-        let listeners = bound.iter().map(|l| (l.name.clone(), l.local_addr)).collect();
+        let listeners = bound
+            .iter()
+            .map(|l| (l.name.clone(), l.local_addr))
+            .collect();
         tokio::spawn(admin::run(admin_socket, runtime.clone()));
         tracing::info!(address = %admin_addr, "admin listening");
         for l in bound {

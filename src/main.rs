@@ -6,7 +6,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "outrigger", version, about = "A load-balancing sidecar proxy", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "outrigger",
+    version,
+    about = "A load-balancing sidecar proxy",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     /// The YAML config file to run.
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -38,7 +43,11 @@ enum LogFormat {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
@@ -51,7 +60,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Validate { config }) => validate(&config),
         Some(Command::Demo) => {
-            let loaded = outrigger::config::parse(outrigger::demo::DEMO_CONFIG, "config/demo.yaml", &|k| std::env::var(k).ok())
+            let loaded =
+                outrigger::config::parse(outrigger::demo::DEMO_CONFIG, "config/demo.yaml", &|k| {
+                    std::env::var(k).ok()
+                })
                 .map(|config| outrigger::config::LoadedConfig {
                     config,
                     source: "config/demo.yaml (built in)".into(),
@@ -64,7 +76,9 @@ fn main() -> ExitCode {
             Some(path) => outrigger::config::load(&path)
                 .map_err(anyhow::Error::from)
                 .and_then(|l| serve(l, false)),
-            None => Err(anyhow::anyhow!("no config given: run `outrigger --config FILE` (or `outrigger demo`)")),
+            None => Err(anyhow::anyhow!(
+                "no config given: run `outrigger --config FILE` (or `outrigger demo`)"
+            )),
         },
     };
     match result {
@@ -126,7 +140,9 @@ fn serve(loaded: outrigger::config::LoadedConfig, demo: bool) -> anyhow::Result<
     })
 }
 
-fn spawn_signal_handler(runtime: std::sync::Arc<outrigger::runtime::Runtime>) -> anyhow::Result<()> {
+fn spawn_signal_handler(
+    runtime: std::sync::Arc<outrigger::runtime::Runtime>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;

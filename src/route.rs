@@ -144,7 +144,8 @@ impl Route {
     pub fn rewrite_path(&self, path: &str, query: Option<&str>) -> Option<String> {
         let rw = self.rewrite.as_ref()?;
         let rest = path.strip_prefix(rw.from.as_str())?;
-        let mut out = String::with_capacity(rw.to.len() + rest.len() + 1 + query.map_or(0, str::len));
+        let mut out =
+            String::with_capacity(rw.to.len() + rest.len() + 1 + query.map_or(0, str::len));
         out.push_str(&rw.to);
         out.push_str(rest);
         if let Some(q) = query {
@@ -171,7 +172,14 @@ impl RouteTable {
     ) -> Result<RouteTable, RouteError> {
         let mut out = Vec::with_capacity(routes.len() + 1);
         for (i, r) in routes.iter().enumerate() {
-            out.push(build_route(listener, &format!("{listener_path}.routes[{i}]"), i, r, clusters, metrics)?);
+            out.push(build_route(
+                listener,
+                &format!("{listener_path}.routes[{i}]"),
+                i,
+                r,
+                clusters,
+                metrics,
+            )?);
         }
         if let Some(name) = default_cluster {
             let r = RouteConfig {
@@ -184,7 +192,14 @@ impl RouteTable {
                 request_headers_add: Default::default(),
                 rate_limit: None,
             };
-            out.push(build_route(listener, &format!("{listener_path}.cluster"), routes.len(), &r, clusters, metrics)?);
+            out.push(build_route(
+                listener,
+                &format!("{listener_path}.cluster"),
+                routes.len(),
+                &r,
+                clusters,
+                metrics,
+            )?);
         }
         Ok(RouteTable { routes: out })
     }
@@ -228,17 +243,27 @@ fn build_route(
     } else if let Some(p) = &m.path_prefix {
         PathMatch::Prefix(p.clone())
     } else if let Some(re) = &m.path_regex {
-        PathMatch::Regex(Regex::new(re).map_err(|e| invalid(&format!("{path}.match.path_regex"), e.to_string()))?)
+        PathMatch::Regex(
+            Regex::new(re)
+                .map_err(|e| invalid(&format!("{path}.match.path_regex"), e.to_string()))?,
+        )
     } else {
         PathMatch::Any
     };
     let method = m
         .method
         .as_ref()
-        .map(|s| Method::from_bytes(s.as_bytes()).map_err(|_| invalid(&format!("{path}.match.method"), "not a method")))
+        .map(|s| {
+            Method::from_bytes(s.as_bytes())
+                .map_err(|_| invalid(&format!("{path}.match.method"), "not a method"))
+        })
         .transpose()?;
     let headers = header_pairs(&m.headers, &format!("{path}.match.headers"))?;
-    let mut wanted: Vec<(&str, u32)> = r.weighted_clusters.iter().map(|w| (w.cluster.as_str(), w.weight)).collect();
+    let mut wanted: Vec<(&str, u32)> = r
+        .weighted_clusters
+        .iter()
+        .map(|w| (w.cluster.as_str(), w.weight))
+        .collect();
     if let Some(c) = &r.cluster {
         wanted = vec![(c.as_str(), 1)];
     }
@@ -248,7 +273,11 @@ fn build_route(
             .get(name)
             .ok_or_else(|| invalid(path, format!("no cluster named {name:?}")))?
             .clone();
-        let requests_by_class = CODE_CLASSES.map(|class| metrics.downstream_requests.with_label_values(&[listener, name, class]));
+        let requests_by_class = CODE_CLASSES.map(|class| {
+            metrics
+                .downstream_requests
+                .with_label_values(&[listener, name, class])
+        });
         targets.push(RouteTarget {
             cluster,
             weight,
@@ -278,7 +307,10 @@ fn build_route(
         total_weight,
         timeout: (!r.timeout.is_zero()).then(|| r.timeout.get()),
         rewrite,
-        headers_add: header_pairs(&r.request_headers_add, &format!("{path}.request_headers_add"))?,
+        headers_add: header_pairs(
+            &r.request_headers_add,
+            &format!("{path}.request_headers_add"),
+        )?,
     })
 }
 
@@ -288,8 +320,10 @@ fn header_pairs(
 ) -> Result<Vec<(HeaderName, HeaderValue)>, RouteError> {
     map.iter()
         .map(|(k, v)| {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| invalid(path, format!("{k:?} is not a header name")))?;
-            let value = HeaderValue::from_str(v).map_err(|_| invalid(path, format!("{k}: not a valid header value")))?;
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| invalid(path, format!("{k:?} is not a header name")))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|_| invalid(path, format!("{k}: not a valid header value")))?;
             Ok((name, value))
         })
         .collect()
@@ -310,19 +344,49 @@ mod tests {
             .clusters
             .iter()
             .enumerate()
-            .map(|(i, c)| (c.name.clone(), Arc::new(Cluster::build(i, c, &metrics).unwrap())))
+            .map(|(i, c)| {
+                (
+                    c.name.clone(),
+                    Arc::new(Cluster::build(i, c, &metrics).unwrap()),
+                )
+            })
             .collect();
         let l = &cfg.listeners[0];
-        (RouteTable::build("l", "listeners[0]", &l.routes, l.cluster.as_deref(), &clusters, &metrics).unwrap(), metrics)
+        (
+            RouteTable::build(
+                "l",
+                "listeners[0]",
+                &l.routes,
+                l.cluster.as_deref(),
+                &clusters,
+                &metrics,
+            )
+            .unwrap(),
+            metrics,
+        )
     }
 
-    fn route_for(t: &RouteTable, method: &str, host: Option<&str>, path: &str, headers: &[(&str, &str)]) -> Option<String> {
+    fn route_for(
+        t: &RouteTable,
+        method: &str,
+        host: Option<&str>,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<String> {
         let mut h = HeaderMap::new();
         for (k, v) in headers {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let info = RequestInfo { method: &method, host, path, headers: &h };
+        let info = RequestInfo {
+            method: &method,
+            host,
+            path,
+            headers: &h,
+        };
         t.find(&info).map(|r| r.pick_target().cluster.name.clone())
     }
 
@@ -337,14 +401,29 @@ mod tests {
              \x20     - { match: { path_prefix: /static/ }, cluster: a }\n",
         );
         let r = |m, h, p, hd: &[(&str, &str)]| route_for(&t, m, h, p, hd);
-        assert_eq!(r("GET", Some("api.example.com"), "/v1/x", &[]).as_deref(), Some("a"));
-        assert_eq!(r("GET", Some("API.Example.com"), "/v1/x", &[]).as_deref(), Some("a"));
-        assert_eq!(r("GET", Some("api.example.com"), "/v2/x", &[]).as_deref(), Some("b"));
-        assert_eq!(r("GET", Some("www.example.com"), "/", &[]).as_deref(), Some("b"));
+        assert_eq!(
+            r("GET", Some("api.example.com"), "/v1/x", &[]).as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            r("GET", Some("API.Example.com"), "/v1/x", &[]).as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            r("GET", Some("api.example.com"), "/v2/x", &[]).as_deref(),
+            Some("b")
+        );
+        assert_eq!(
+            r("GET", Some("www.example.com"), "/", &[]).as_deref(),
+            Some("b")
+        );
         assert_eq!(r("GET", Some("example.com"), "/", &[]), None);
         assert_eq!(r("POST", None, "/submit", &[]).as_deref(), Some("c"));
         assert_eq!(r("GET", None, "/submit", &[]), None);
-        assert_eq!(r("GET", None, "/x", &[("x-canary", "1")]).as_deref(), Some("b"));
+        assert_eq!(
+            r("GET", None, "/x", &[("x-canary", "1")]).as_deref(),
+            Some("b")
+        );
         assert_eq!(r("GET", None, "/x", &[("x-canary", "2")]), None);
         assert_eq!(r("GET", None, "/items/42", &[]).as_deref(), Some("c"));
         assert_eq!(r("GET", None, "/items/4x", &[]), None);
@@ -356,8 +435,18 @@ mod tests {
         let (t, _m) = table("      - { match: { path_prefix: /v1/ }, cluster: a, rewrite: { path_prefix: /v2/ } }\n");
         let m = Method::GET;
         let h = HeaderMap::new();
-        let r = t.find(&RequestInfo { method: &m, host: None, path: "/v1/users", headers: &h }).unwrap();
-        assert_eq!(r.rewrite_path("/v1/users", Some("a=1")).as_deref(), Some("/v2/users?a=1"));
+        let r = t
+            .find(&RequestInfo {
+                method: &m,
+                host: None,
+                path: "/v1/users",
+                headers: &h,
+            })
+            .unwrap();
+        assert_eq!(
+            r.rewrite_path("/v1/users", Some("a=1")).as_deref(),
+            Some("/v2/users?a=1")
+        );
     }
 
     #[test]
@@ -365,8 +454,17 @@ mod tests {
         let (t, _m) = table("      - { match: { path_prefix: / }, weighted_clusters: [{cluster: a, weight: 3}, {cluster: b, weight: 1}] }\n");
         let m = Method::GET;
         let h = HeaderMap::new();
-        let r = t.find(&RequestInfo { method: &m, host: None, path: "/", headers: &h }).unwrap();
-        let a = (0..40_000).filter(|_| r.pick_target().cluster.name == "a").count();
+        let r = t
+            .find(&RequestInfo {
+                method: &m,
+                host: None,
+                path: "/",
+                headers: &h,
+            })
+            .unwrap();
+        let a = (0..40_000)
+            .filter(|_| r.pick_target().cluster.name == "a")
+            .count();
         assert!((29_000..31_000).contains(&a), "{a}");
     }
 }

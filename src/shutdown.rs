@@ -52,7 +52,10 @@ impl Shutdown {
     /// Runs the drain sequence; returns whether every connection finished within `timeout`.
     pub async fn drain(&self, delay: Duration, timeout: Duration) -> bool {
         if !delay.is_zero() {
-            tracing::info!(delay_ms = delay.as_millis() as u64, "drain delay: still accepting while /ready fails");
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "drain delay: still accepting while /ready fails"
+            );
             tokio::time::sleep(delay).await;
         }
         self.drain.cancel();

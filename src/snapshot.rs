@@ -78,12 +78,15 @@ impl Snapshot {
             )?;
             let errors = ErrorKind::ALL
                 .iter()
-                .map(|k| metrics.proxy_errors.with_label_values(&[&l.name, k.as_str()]))
+                .map(|k| {
+                    metrics
+                        .proxy_errors
+                        .with_label_values(&[&l.name, k.as_str()])
+                })
                 .collect();
-            let no_route_requests =
-                metrics
-                    .downstream_requests
-                    .with_label_values(&[&l.name, NO_CLUSTER, "4xx"]);
+            let no_route_requests = metrics
+                .downstream_requests
+                .with_label_values(&[&l.name, NO_CLUSTER, "4xx"]);
             listeners.insert(
                 l.name.clone(),
                 ListenerState {

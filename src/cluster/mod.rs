@@ -19,7 +19,9 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("clusters[{index}].endpoints[{endpoint}].address: cannot resolve {address:?}: {reason}")]
+    #[error(
+        "clusters[{index}].endpoints[{endpoint}].address: cannot resolve {address:?}: {reason}"
+    )]
     Resolve {
         index: usize,
         endpoint: usize,
@@ -47,7 +49,11 @@ pub struct Cluster {
 
 impl Cluster {
     /// Builds a cluster, resolving static endpoint names once.
-    pub fn build(index: usize, cfg: &ClusterConfig, metrics: &Metrics) -> Result<Cluster, ClusterError> {
+    pub fn build(
+        index: usize,
+        cfg: &ClusterConfig,
+        metrics: &Metrics,
+    ) -> Result<Cluster, ClusterError> {
         let name = cfg.name.as_str();
         let mut all = Vec::with_capacity(cfg.endpoints.len());
         for (k, e) in cfg.endpoints.iter().enumerate() {
@@ -57,11 +63,20 @@ impl Cluster {
                 address: e.address.clone(),
                 reason,
             })?;
-            let pool = pool::EndpointPool::new(cfg.pool.max_idle_per_endpoint, cfg.pool.idle_timeout.get());
+            let pool = pool::EndpointPool::new(
+                cfg.pool.max_idle_per_endpoint,
+                cfg.pool.idle_timeout.get(),
+            );
             let gauge = metrics
                 .upstream_endpoint_healthy
                 .with_label_values(&[name, e.address.as_str()]);
-            all.push(Arc::new(Endpoint::new(address, e.address.clone(), e.weight, pool, gauge)));
+            all.push(Arc::new(Endpoint::new(
+                address,
+                e.address.clone(),
+                e.weight,
+                pool,
+                gauge,
+            )));
         }
         Ok(Cluster {
             name: cfg.name.clone(),
@@ -71,7 +86,9 @@ impl Cluster {
             metrics: ClusterMetrics {
                 request_duration: metrics.request_duration.with_label_values(&[name]),
                 upstream_duration: metrics.upstream_request_duration.with_label_values(&[name]),
-                connections_active: metrics.upstream_connections_active.with_label_values(&[name]),
+                connections_active: metrics
+                    .upstream_connections_active
+                    .with_label_values(&[name]),
                 connect_failures: metrics.upstream_connect_failures.with_label_values(&[name]),
             },
         })
@@ -109,7 +126,9 @@ impl Cluster {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let Some(cluster) = weak.upgrade() else { return };
+                let Some(cluster) = weak.upgrade() else {
+                    return;
+                };
                 for ep in cluster.endpoints.load().all.iter() {
                     ep.pool.purge_expired();
                 }

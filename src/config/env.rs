@@ -68,9 +68,7 @@ fn substitute_line(
             None => (expr, None),
         };
         let valid = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !valid {
             issues.push(EnvIssue {
@@ -124,6 +122,10 @@ mod tests {
         let err = substitute("a: 1\nb: ${NOPE}\n# ${IGNORED}\n", &env).unwrap_err();
         assert_eq!(err.len(), 1);
         assert_eq!(err[0].line, 2);
-        assert!(err[0].message.contains("NOPE is not set"), "{}", err[0].message);
+        assert!(
+            err[0].message.contains("NOPE is not set"),
+            "{}",
+            err[0].message
+        );
     }
 }

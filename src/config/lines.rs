@@ -8,7 +8,8 @@ use yaml_rust2::scanner::Marker;
 
 #[derive(Debug, Default)]
 pub struct LineMap {
-    lines: HashMap<String, usize>,
+    /// Key path → (line, column), both 1-based.
+    lines: HashMap<String, (usize, usize)>,
 }
 
 impl LineMap {
@@ -20,7 +21,7 @@ impl LineMap {
         loop {
             match parser.next_token() {
                 Ok((Event::MappingStart(..), m)) => {
-                    map.lines.entry(String::new()).or_insert(m.line());
+                    map.lines.entry(String::new()).or_insert(pos(&m));
                     if map.walk_mapping(&mut parser, "").is_err() {
                         break;
                     }
@@ -34,6 +35,11 @@ impl LineMap {
 
     /// The line of `path`, or of its nearest ancestor that has one.
     pub fn line_of(&self, path: &str) -> Option<usize> {
+        self.position_of(path).map(|(l, _)| l)
+    }
+
+    /// Line and column of `path`, or of its nearest ancestor that has them.
+    pub fn position_of(&self, path: &str) -> Option<(usize, usize)> {
         let mut p = path;
         loop {
             if let Some(l) = self.lines.get(p) {
@@ -81,7 +87,7 @@ impl LineMap {
             } else {
                 format!("{path}.{key}")
             };
-            self.lines.entry(child.clone()).or_insert(mark.line());
+            self.lines.entry(child.clone()).or_insert(pos(&mark));
             let value = parser.next_token().map_err(|_| ())?;
             self.walk_node(parser, &child, value)?;
         }
@@ -100,13 +106,17 @@ impl LineMap {
                 Event::StreamEnd => return Err(()),
                 ev => {
                     let child = format!("{path}[{i}]");
-                    self.lines.entry(child.clone()).or_insert(mark.line());
+                    self.lines.entry(child.clone()).or_insert(pos(&mark));
                     self.walk_node(parser, &child, (ev, mark))?;
                     i += 1;
                 }
             }
         }
     }
+}
+
+fn pos(m: &Marker) -> (usize, usize) {
+    (m.line(), m.col() + 1)
 }
 
 #[cfg(test)]
@@ -119,7 +129,10 @@ mod tests {
         let m = LineMap::build(text);
         assert_eq!(m.line_of("listeners[0].name"), Some(2));
         assert_eq!(m.line_of("listeners[0].routes[0].cluster"), Some(5));
-        assert_eq!(m.line_of("listeners[0].routes[0].match.path_prefix"), Some(4));
+        assert_eq!(
+            m.line_of("listeners[0].routes[0].match.path_prefix"),
+            Some(4)
+        );
         assert_eq!(m.line_of("clusters[0].name"), Some(7));
         assert_eq!(m.line_of("clusters[0].nothing"), Some(7));
     }

@@ -85,7 +85,9 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         file: path.display().to_string(),
         source,
     })?;
-    let config = parse(&text, &path.display().to_string(), &|k| std::env::var(k).ok())?;
+    let config = parse(&text, &path.display().to_string(), &|k| {
+        std::env::var(k).ok()
+    })?;
     let base_dir = path
         .parent()
         .map(Path::to_path_buf)
@@ -118,27 +120,49 @@ pub fn parse(
                 .collect(),
         )
     })?;
-    let config: Config = serde_yaml::from_str(&text).map_err(|e| {
-        let loc = e.location();
-        let mut message = e.to_string();
-        // serde_yaml appends the position to its message; it is already in front of ours.
-        if let Some(cut) = message.rfind(" at line ") {
-            message.truncate(cut);
-        }
-        let (path, message) = split_serde_path(&message);
+    let issue = |line: Option<usize>, column: Option<usize>, path: String, message: String| {
         ConfigError::Invalid(vec![ConfigIssue {
             file: file.to_owned(),
-            line: loc.as_ref().map(|l| l.line()),
-            column: loc.as_ref().map(|l| l.column()),
+            line,
+            column,
             path,
             message,
         }])
+    };
+    // Two steps: YAML syntax (serde_yaml knows the position), then the typed model through
+    // serde_path_to_error (knows the exact key path, which the line map turns into a position).
+    let mut value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {
+        let loc = e.location();
+        // serde_yaml puts the position inside its message; it is already in front of ours.
+        let message = strip_position(&e.to_string());
+        issue(
+            loc.as_ref().map(|l| l.line()),
+            loc.as_ref().map(|l| l.column()),
+            String::new(),
+            message,
+        )
+    })?;
+    value
+        .apply_merge()
+        .map_err(|e| issue(None, None, String::new(), format!("YAML merge key: {e}")))?;
+    let map = lines::LineMap::build(&text);
+    let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = match e.path().to_string() {
+            p if p == "." => String::new(),
+            p => p,
+        };
+        let pos = map.position_of(&path);
+        issue(
+            pos.map(|p| p.0),
+            pos.map(|p| p.1),
+            path,
+            e.into_inner().to_string(),
+        )
     })?;
     let problems = validate::validate(&config);
     if problems.is_empty() {
         return Ok(config);
     }
-    let map = lines::LineMap::build(&text);
     Err(ConfigError::Invalid(
         problems
             .into_iter()
@@ -153,19 +177,11 @@ pub fn parse(
     ))
 }
 
-/// serde_yaml writes `listeners[0].routes[1]: unknown field ...`; split the path off so that it
-/// is reported in the same place as validation paths.
-fn split_serde_path(message: &str) -> (String, String) {
-    if let Some((head, tail)) = message.split_once(": ") {
-        let looks_like_path = !head.is_empty()
-            && head
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']' | '-'));
-        if looks_like_path {
-            return (head.to_owned(), tail.to_owned());
-        }
-    }
-    (String::new(), message.to_owned())
+fn strip_position(message: &str) -> String {
+    static POSITION: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r" at line \d+ column \d+").expect("constant regex")
+    });
+    POSITION.replace_all(message, "").into_owned()
 }
 
 /// The running config as YAML for `GET /config`, with key material and credential-looking

@@ -53,7 +53,7 @@ fn unknown_key_names_path_and_line() {
     let got = issues(&text);
     assert_eq!(got.len(), 1);
     assert!(
-        got[0].starts_with("f.yaml:7:9: listeners[0].routes[0]: unknown field `clustr`"),
+        got[0].starts_with("f.yaml:7:9: listeners[0].routes[0].clustr: unknown field `clustr`"),
         "{got:?}"
     );
 }
@@ -70,7 +70,9 @@ fn every_problem_is_reported() {
         &"f.yaml:9: listeners[0].routes[1].weighted_clusters[0].weight: must be greater than 0"
             .to_string()
     ));
-    assert!(got.contains(&"f.yaml:13: clusters[1].name: duplicate cluster name \"api\"".to_string()));
+    assert!(
+        got.contains(&"f.yaml:13: clusters[1].name: duplicate cluster name \"api\"".to_string())
+    );
     assert!(
         got.iter()
             .any(|g| g.starts_with("f.yaml:14: clusters[1].endpoints[0].address:")),
@@ -85,7 +87,10 @@ fn every_problem_is_reported() {
 #[test]
 fn env_substitution_feeds_parsing() {
     let text = GOOD.replace("127.0.0.1:8080", "127.0.0.1:${API_PORT:-9000}");
-    let c = parse(&text, "f.yaml", &|k| (k == "API_PORT").then(|| "7000".into())).unwrap();
+    let c = parse(&text, "f.yaml", &|k| {
+        (k == "API_PORT").then(|| "7000".into())
+    })
+    .unwrap();
     assert_eq!(c.clusters[0].endpoints[0].address, "127.0.0.1:7000");
     let c = parse(&text, "f.yaml", &no_env).unwrap();
     assert_eq!(c.clusters[0].endpoints[0].address, "127.0.0.1:9000");

@@ -185,7 +185,10 @@ fn check_route(c: &mut Checker, p: &str, r: &RouteConfig, clusters: &HashSet<&st
     for (key, v) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
         if let Some(v) = v {
             if !v.starts_with('/') {
-                c.push(format!("{p}.match.{key}"), format!("{v:?} must start with '/'"));
+                c.push(
+                    format!("{p}.match.{key}"),
+                    format!("{v:?} must start with '/'"),
+                );
             }
         }
     }
@@ -199,7 +202,10 @@ fn check_route(c: &mut Checker, p: &str, r: &RouteConfig, clusters: &HashSet<&st
     }
     if let Some(method) = &m.method {
         if http::Method::from_bytes(method.as_bytes()).is_err() || method.is_empty() {
-            c.push(format!("{p}.match.method"), format!("{method:?} is not an HTTP method"));
+            c.push(
+                format!("{p}.match.method"),
+                format!("{method:?} is not an HTTP method"),
+            );
         }
     }
     if let Some(host) = &m.host {
@@ -213,11 +219,17 @@ fn check_route(c: &mut Checker, p: &str, r: &RouteConfig, clusters: &HashSet<&st
     }
     for name in m.headers.keys() {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            c.push(format!("{p}.match.headers"), format!("{name:?} is not a header name"));
+            c.push(
+                format!("{p}.match.headers"),
+                format!("{name:?} is not a header name"),
+            );
         }
     }
     if m.sni.is_some() {
-        c.push(format!("{p}.match.sni"), "sni matches only on tcp listeners");
+        c.push(
+            format!("{p}.match.sni"),
+            "sni matches only on tcp listeners",
+        );
     }
     match (&r.cluster, r.weighted_clusters.is_empty()) {
         (Some(_), false) => c.push(
@@ -277,7 +289,10 @@ fn check_cluster(c: &mut Checker, p: &str, cl: &ClusterConfig) {
         c.unsupported(format!("{p}.lb"), &format!("lb: {:?}", cl.lb));
     }
     if cl.hash_on.is_some() && cl.lb != LbPolicy::RingHash {
-        c.push(format!("{p}.hash_on"), "hash_on only applies to lb: ring_hash");
+        c.push(
+            format!("{p}.hash_on"),
+            "hash_on only applies to lb: ring_hash",
+        );
     }
     if cl.endpoints.is_empty() && cl.discovery.is_none() {
         c.push(
@@ -301,7 +316,10 @@ fn check_cluster(c: &mut Checker, p: &str, cl: &ClusterConfig) {
         c.unsupported(format!("{p}.discovery"), "endpoint discovery");
     }
     if cl.protocol != UpstreamProtocol::Http1 {
-        c.unsupported(format!("{p}.protocol"), "an upstream protocol other than http1");
+        c.unsupported(
+            format!("{p}.protocol"),
+            "an upstream protocol other than http1",
+        );
     }
     if cl.send_proxy_protocol.is_some() {
         c.unsupported(format!("{p}.send_proxy_protocol"), "send_proxy_protocol");

@@ -23,6 +23,8 @@ pub enum ProxyError {
     AmbiguousFraming,
     #[error("the listener was removed")]
     ListenerGone,
+    #[error("invalid request: {0}")]
+    BadRequest(&'static str),
 }
 
 /// The causes as a closed set, so metric children can be resolved once per listener.
@@ -38,10 +40,11 @@ pub enum ErrorKind {
     DownstreamBody,
     AmbiguousFraming,
     ListenerGone,
+    BadRequest,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::NoRoute,
         ErrorKind::NoHealthyEndpoint,
         ErrorKind::ConnectFailed,
@@ -52,6 +55,7 @@ impl ErrorKind {
         ErrorKind::DownstreamBody,
         ErrorKind::AmbiguousFraming,
         ErrorKind::ListenerGone,
+        ErrorKind::BadRequest,
     ];
 
     /// The `x-outrigger-error` value and metric label.
@@ -67,13 +71,16 @@ impl ErrorKind {
             ErrorKind::DownstreamBody => "downstream_body",
             ErrorKind::AmbiguousFraming => "ambiguous_framing",
             ErrorKind::ListenerGone => "listener_gone",
+            ErrorKind::BadRequest => "bad_request",
         }
     }
 
     pub fn status(self) -> StatusCode {
         match self {
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
-            ErrorKind::DownstreamBody | ErrorKind::AmbiguousFraming => StatusCode::BAD_REQUEST,
+            ErrorKind::DownstreamBody | ErrorKind::AmbiguousFraming | ErrorKind::BadRequest => {
+                StatusCode::BAD_REQUEST
+            }
             ErrorKind::NoHealthyEndpoint
             | ErrorKind::ConnectFailed
             | ErrorKind::ConnectTimeout
@@ -102,6 +109,7 @@ impl ProxyError {
             ProxyError::DownstreamBody(_) => ErrorKind::DownstreamBody,
             ProxyError::AmbiguousFraming => ErrorKind::AmbiguousFraming,
             ProxyError::ListenerGone => ErrorKind::ListenerGone,
+            ProxyError::BadRequest(_) => ErrorKind::BadRequest,
         }
     }
 
@@ -119,6 +127,9 @@ impl ProxyError {
 
     /// Whether the client's connection must be closed after this answer.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, ProxyError::AmbiguousFraming | ProxyError::DownstreamBody(_))
+        matches!(
+            self,
+            ProxyError::AmbiguousFraming | ProxyError::DownstreamBody(_)
+        )
     }
 }

@@ -43,6 +43,13 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
         return local_error(&e, version).map(|b| b.with_guard(active));
     }
     let (mut parts, body) = req.into_parts();
+    // RFC 9112 §3.2: more than one Host is a 400; proxies that disagree on which one counts
+    // are a routing-confusion vector.
+    if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {
+        let e = ProxyError::BadRequest("more than one Host header");
+        listener.count_error(e.kind());
+        return local_error(&e, version).map(|b| b.with_guard(active));
+    }
     let route = {
         let host = request_host(&parts);
         let info = RequestInfo {
@@ -93,11 +100,12 @@ async fn forward(
     cluster: &Cluster,
     mut req: Request<RequestBody>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let endpoint = cluster
-        .pick(&Default::default())
-        .ok_or_else(|| ProxyError::NoHealthyEndpoint {
-            cluster: cluster.name.clone(),
-        })?;
+    let endpoint =
+        cluster
+            .pick(&Default::default())
+            .ok_or_else(|| ProxyError::NoHealthyEndpoint {
+                cluster: cluster.name.clone(),
+            })?;
     let in_flight = endpoint.start_request();
     let sent = Instant::now();
     while let Some(mut sender) = endpoint.pool.take() {
@@ -172,6 +180,7 @@ pub fn local_error(e: &ProxyError, version: Version) -> Response<ResponseBody> {
         error::ErrorKind::DownstreamBody => "bad request body\n",
         error::ErrorKind::AmbiguousFraming => "ambiguous request framing\n",
         error::ErrorKind::ListenerGone => "listener removed\n",
+        error::ErrorKind::BadRequest => "bad request\n",
     };
     let mut resp = Response::new(ResponseBody::full(text));
     *resp.status_mut() = kind.status();

@@ -66,29 +66,44 @@ impl<IO> FramingGuard<IO> {
                 State::Body(n) => {
                     let take = (n as usize).min(data.len()) as u64;
                     data = &data[take as usize..];
-                    self.state = if n == take { State::Head } else { State::Body(n - take) };
+                    self.state = if n == take {
+                        State::Head
+                    } else {
+                        State::Body(n - take)
+                    };
                 }
                 State::ChunkData(n) => {
                     let take = (n as usize).min(data.len()) as u64;
                     data = &data[take as usize..];
-                    self.state = if n == take { State::ChunkSize } else { State::ChunkData(n - take) };
+                    self.state = if n == take {
+                        State::ChunkSize
+                    } else {
+                        State::ChunkData(n - take)
+                    };
                 }
                 State::Head => {
                     // Empty lines before a request line are allowed (RFC 9112 §2.2).
                     if self.pending.is_empty() {
-                        let skip = data.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+                        let skip = data
+                            .iter()
+                            .take_while(|b| **b == b'\r' || **b == b'\n')
+                            .count();
                         data = &data[skip..];
                         if data.is_empty() {
                             return;
                         }
                     }
-                    let Some(used) = self.take_until(data, b"\r\n\r\n", self.max_head) else { return };
+                    let Some(used) = self.take_until(data, b"\r\n\r\n", self.max_head) else {
+                        return;
+                    };
                     data = &data[used..];
                     let head = std::mem::take(&mut self.pending);
                     self.state = self.on_head(&head);
                 }
                 State::ChunkSize => {
-                    let Some(used) = self.take_until(data, b"\r\n", MAX_LINE) else { return };
+                    let Some(used) = self.take_until(data, b"\r\n", MAX_LINE) else {
+                        return;
+                    };
                     data = &data[used..];
                     let line = std::mem::take(&mut self.pending);
                     self.state = chunk_size(&line).map_or(State::Off, |size| {
@@ -101,7 +116,9 @@ impl<IO> FramingGuard<IO> {
                 }
                 State::Trailers => {
                     // Trailers end at an empty line; with none, that is the very next CRLF.
-                    let Some(used) = self.take_until(data, b"\r\n", MAX_LINE) else { return };
+                    let Some(used) = self.take_until(data, b"\r\n", MAX_LINE) else {
+                        return;
+                    };
                     data = &data[used..];
                     if self.pending == b"\r\n" || self.pending.ends_with(b"\r\n\r\n") {
                         self.pending.clear();
@@ -154,7 +171,9 @@ impl<IO> FramingGuard<IO> {
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
                 has_cl = true;
-                content_length = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok());
+                content_length = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok());
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 has_te = true;
                 chunked = h
@@ -174,7 +193,11 @@ impl<IO> FramingGuard<IO> {
             return State::Off;
         }
         if has_te {
-            return if chunked { State::ChunkSize } else { State::Off };
+            return if chunked {
+                State::ChunkSize
+            } else {
+                State::Off
+            };
         }
         match (has_cl, content_length) {
             (true, None) => State::Off,
@@ -194,7 +217,11 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         std::task::ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
         if !matches!(self.state, State::Off) {
@@ -207,7 +234,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
 }
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, data)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -257,7 +288,10 @@ mod tests {
     #[test]
     fn body_text_that_looks_like_headers_is_not_a_head() {
         let body = b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let head = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
         let (t, heads) = run(&[head.as_bytes(), body]);
         assert_eq!(heads, 1);
         assert_eq!(t.first_rejected(), None);

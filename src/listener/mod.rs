@@ -68,7 +68,10 @@ impl Listener {
             .metrics
             .downstream_connections_active
             .with_label_values(&[&self.name]);
-        let accepted = runtime.metrics.downstream_connections.with_label_values(&[&self.name]);
+        let accepted = runtime
+            .metrics
+            .downstream_connections
+            .with_label_values(&[&self.name]);
         let drain = runtime.shutdown.drain_token();
         tracing::info!(listener = %self.name, address = %self.local_addr, "listening");
         loop {
@@ -146,7 +149,11 @@ impl Connection {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let tracker = self.down.conn.clone();
-        let io = TokioIo::new(framing::FramingGuard::new(stream, tracker.clone(), self.max_head));
+        let io = TokioIo::new(framing::FramingGuard::new(
+            stream,
+            tracker.clone(),
+            self.max_head,
+        ));
         let drain = self.down.runtime.shutdown.drain_token();
         let down = Arc::new(self.down);
         let svc = service_fn(move |req| {

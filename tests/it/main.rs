@@ -1,0 +1,13 @@
+//! Integration tests: one binary (one link of the library) with a module per feature.
+
+mod support;
+
+mod admin;
+mod balancing;
+mod config_errors;
+mod errors;
+mod limits;
+mod routing;
+mod shutdown;
+mod smuggling;
+mod streaming;
