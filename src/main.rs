@@ -30,8 +30,12 @@ enum Command {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
     },
-    /// Run the bundled demo: three upstreams on 127.0.0.1:18081-18083 behind 127.0.0.1:15001.
-    Demo,
+    /// Run the bundled demo: three upstreams on 127.0.0.1:18081-18083 behind 127.0.0.1:15001
+    /// (or behind the listeners of --config, whose endpoints should be those three).
+    Demo {
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -59,7 +63,10 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Some(Command::Validate { config }) => validate(&config),
-        Some(Command::Demo) => {
+        Some(Command::Demo { config: Some(path) }) => outrigger::config::load(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|l| serve(l, true)),
+        Some(Command::Demo { config: None }) => {
             let loaded =
                 outrigger::config::parse(outrigger::demo::DEMO_CONFIG, "config/demo.yaml", &|k| {
                     std::env::var(k).ok()
@@ -128,7 +135,7 @@ fn serve(loaded: outrigger::config::LoadedConfig, demo: bool) -> anyhow::Result<
         }
         let server = outrigger::Server::start(loaded).await?;
         if demo {
-            let a = server.listener_addr("ingress_http").map(|a| a.to_string()).unwrap_or_default();
+            let a = server.runtime().snapshot().loaded.config.listeners.first().and_then(|l| server.listener_addr(&l.name)).map(|a| a.to_string()).unwrap_or_default();
             eprintln!("\noutrigger demo is running. Try:\n  curl -s http://{a}/            (round robin over two upstreams)\n  curl -s http://{a}/canary      (90/10 split)\n  curl -s http://{}/clusters\n  curl -s http://{}/metrics\nCtrl-C drains and stops.\n", server.admin_addr(), server.admin_addr());
         }
         spawn_signal_handler(server.runtime().clone())?;
