@@ -92,7 +92,11 @@ clusters:
 "#,
         slow.addr
     ));
-    assert_eq!(get(bin.admin, "/ready").await.status, 200);
+    let admin = bin.admin;
+    crate::support::eventually(Duration::from_secs(5), "/ready answers 200", || async move {
+        (get(admin, "/ready").await.status == 200).then_some(())
+    })
+    .await;
     // An idle keep-alive connection that must not delay the exit.
     let idle = H1::connect(bin.listener).await;
     let addr = bin.listener;
@@ -116,7 +120,7 @@ clusters:
     })
     .await;
     let reply = in_flight.await.unwrap();
-    assert_eq!(reply.status, 200);
+    assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.text(), "slow");
     let status = crate::support::eventually(Duration::from_secs(8), "process exits", || {
         let s = bin.child.try_wait().unwrap();
