@@ -64,7 +64,12 @@ pub fn handle(req: Request<Incoming>, runtime: &Runtime) -> Response<Full<Bytes>
     let post = req.method() == Method::POST;
     match path {
         "/metrics" if get => with_type(
-            text(StatusCode::OK, runtime.metrics.encode()),
+            text(StatusCode::OK, {
+                for c in &runtime.snapshot().clusters {
+                    c.refresh_gauges();
+                }
+                runtime.metrics.encode()
+            }),
             "text/plain; version=0.0.4; charset=utf-8",
         ),
         "/ready" if get => {
@@ -109,39 +114,62 @@ pub fn handle(req: Request<Incoming>, runtime: &Runtime) -> Response<Full<Bytes>
 struct ClusterView<'a> {
     name: &'a str,
     lb: crate::config::LbPolicy,
-    endpoints: Vec<EndpointView<'a>>,
+    /// Too few endpoints are healthy: balancing over all of them.
+    panic: bool,
+    endpoints: Vec<EndpointView>,
 }
 
 #[derive(Serialize)]
-struct EndpointView<'a> {
-    address: &'a str,
+struct EndpointView {
+    address: String,
     resolved: String,
-    weight: u32,
+    /// Passing active health checks (true without them).
     healthy: bool,
+    /// Ejected by outlier detection: seconds until it returns.
+    ejected_for_seconds: Option<f64>,
+    ejections: u32,
+    /// In the set picks choose from.
+    routable: bool,
+    weight: u32,
+    /// Configured weight × slow-start ramp; 0 when out of rotation.
+    effective_weight: f64,
     in_flight: usize,
+    ewma_latency_seconds: Option<f64>,
     idle_connections: usize,
 }
 
 fn clusters_json(runtime: &Runtime) -> String {
     let snap = runtime.snapshot();
-    let sets: Vec<_> = snap.clusters.iter().map(|c| (c, c.endpoints())).collect();
-    let views: Vec<ClusterView<'_>> = sets
+    let views: Vec<ClusterView<'_>> = snap
+        .clusters
         .iter()
-        .map(|(c, set)| ClusterView {
-            name: &c.name,
-            lb: c.config.lb,
-            endpoints: set
-                .all
-                .iter()
-                .map(|e| EndpointView {
-                    address: &e.label,
-                    resolved: e.address.to_string(),
-                    weight: e.weight,
-                    healthy: e.is_healthy(),
-                    in_flight: e.in_flight(),
-                    idle_connections: e.pool.idle_len(),
-                })
-                .collect(),
+        .map(|c| {
+            let set = c.endpoints();
+            let now = c.now_ns();
+            ClusterView {
+                name: &c.name,
+                lb: c.config.lb,
+                panic: set.panic,
+                endpoints: set
+                    .all
+                    .iter()
+                    .map(|e| EndpointView {
+                        address: e.label.clone(),
+                        resolved: e.address.to_string(),
+                        healthy: e.is_healthy(),
+                        ejected_for_seconds: e
+                            .ejected_until()
+                            .map(|t| t.saturating_sub(now) as f64 / 1e9),
+                        ejections: e.ejections(),
+                        routable: set.routable.iter().any(|r| std::sync::Arc::ptr_eq(r, e)),
+                        weight: e.weight,
+                        effective_weight: e.effective_weight(),
+                        in_flight: e.in_flight(),
+                        ewma_latency_seconds: e.ewma_seconds(),
+                        idle_connections: e.pool.idle_len(),
+                    })
+                    .collect(),
+            }
         })
         .collect();
     serde_json::to_string_pretty(&serde_json::json!({ "clusters": views }))

@@ -28,6 +28,7 @@ pub mod balancer;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod http_proxy;
 pub mod listener;
 pub mod metrics;
@@ -89,7 +90,7 @@ impl Server {
             bound.push(listener::Listener::bind(i, l).await?);
         }
         for c in &snapshot.clusters {
-            c.spawn_pool_sweeper();
+            health::spawn(c);
         }
         metrics.config_reload.with_label_values(&["success"]).inc();
         let runtime = Arc::new(Runtime::new(snapshot, metrics));

@@ -63,6 +63,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     rewrite: Option<Rewrite>,
     pub headers_add: Vec<(HeaderName, HeaderValue)>,
+    /// Name the chosen endpoint in an `x-outrigger-upstream` response header.
+    pub add_upstream_header: bool,
 }
 
 struct Rewrite {
@@ -191,6 +193,7 @@ impl RouteTable {
                 rewrite: None,
                 request_headers_add: Default::default(),
                 rate_limit: None,
+                add_upstream_header: false,
             };
             out.push(build_route(
                 listener,
@@ -307,6 +310,7 @@ fn build_route(
         total_weight,
         timeout: (!r.timeout.is_zero()).then(|| r.timeout.get()),
         rewrite,
+        add_upstream_header: r.add_upstream_header,
         headers_add: header_pairs(
             &r.request_headers_add,
             &format!("{path}.request_headers_add"),

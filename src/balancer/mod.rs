@@ -1,43 +1,114 @@
-//! Load-balancing policies. A balancer is a plain trait over the cluster's current healthy
-//! endpoints (Pingora/Sōzu style rather than `tower::balance`), so the HTTP and TCP paths share
-//! it. A pick takes no lock and allocates nothing; per-set tables are built when the set is
-//! published, never per request.
+//! Load-balancing policies. A balancer is a plain trait over the cluster's published
+//! `EndpointSet` (Pingora/Sōzu style rather than `tower::balance`), so the HTTP and TCP paths
+//! share it. Whatever a policy needs per set (a smooth-WRR schedule, an alias table for
+//! weighted sampling, a hash ring) is built by `prepare` when the set is published; a pick
+//! reads it with at most an atomic increment and a thread-local random draw: no lock, no
+//! allocation.
 
+mod alias;
+pub mod ewma;
+mod least_latency;
+mod least_request;
+mod random;
+mod ring_hash;
 mod round_robin;
+mod weighted_round_robin;
 
+pub use alias::AliasTable;
+pub use least_latency::LeastLatency;
+pub use least_request::LeastRequest;
+pub use random::Random;
+pub use ring_hash::{hash_key, Ring, RingHash};
 pub use round_robin::RoundRobin;
+pub use weighted_round_robin::{smooth_schedule, WeightedRoundRobin};
 
-use crate::cluster::Endpoint;
+use crate::cluster::{Endpoint, EndpointSet};
 use crate::config::{ClusterConfig, LbPolicy};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What a pick may take into account beyond the endpoints themselves.
 #[derive(Default, Clone, Copy)]
 pub struct PickContext<'a> {
-    /// A hash of the request's affinity key (ring_hash).
+    /// A hash of the request's affinity key (ring_hash); `None` picks at random.
     pub hash: Option<u64>,
     /// An endpoint to avoid if any other is available (a retry after it failed).
     pub avoid: Option<&'a Endpoint>,
 }
 
+/// Per-set state a policy precomputes when the set is published.
+#[derive(Default)]
+pub enum Table {
+    #[default]
+    None,
+    /// Indices into `routable`, one cycle of a weighted schedule.
+    Schedule(Vec<u32>),
+    /// Weighted sampling over `routable`.
+    Alias(AliasTable),
+    /// Consistent-hash ring over `routable`.
+    Ring(Ring),
+}
+
 pub trait Balancer: Send + Sync + 'static {
-    /// Picks one of `endpoints` (never empty when called).
-    fn pick<'e>(
-        &self,
-        endpoints: &'e [Arc<Endpoint>],
-        ctx: &PickContext<'_>,
-    ) -> Option<&'e Arc<Endpoint>>;
+    /// Builds the table for a new set. `weights[i]` is the effective weight of
+    /// `endpoints[i]`: the configured weight scaled by slow start.
+    fn prepare(&self, endpoints: &[Arc<Endpoint>], weights: &[f64]) -> Table;
+
+    /// Picks one of `set.routable`; `None` only when it is empty.
+    fn pick<'e>(&self, set: &'e EndpointSet, ctx: &PickContext<'_>) -> Option<&'e Arc<Endpoint>>;
 }
 
 /// The balancer for a cluster's `lb` policy.
 pub fn new(cfg: &ClusterConfig) -> Box<dyn Balancer> {
     match cfg.lb {
-        // Validation refuses the other policies until they exist.
-        LbPolicy::RoundRobin
-        | LbPolicy::WeightedRoundRobin
-        | LbPolicy::LeastLatency
-        | LbPolicy::LeastRequest
-        | LbPolicy::Random
-        | LbPolicy::RingHash => Box::new(RoundRobin::default()),
+        LbPolicy::RoundRobin => Box::new(RoundRobin::default()),
+        LbPolicy::WeightedRoundRobin => Box::new(WeightedRoundRobin::default()),
+        LbPolicy::Random => Box::new(Random),
+        LbPolicy::LeastRequest => Box::new(LeastRequest),
+        LbPolicy::LeastLatency => Box::new(LeastLatency),
+        LbPolicy::RingHash => Box::new(RingHash),
     }
 }
+
+/// Default decay time of the least_latency EWMA.
+pub const DEFAULT_EWMA_DECAY: Duration = Duration::from_secs(10);
+
+/// Two distinct random indices below `n` (n ≥ 2), sampled by weight when a table is given.
+fn two_candidates(n: usize, table: &Table) -> (usize, usize) {
+    match table {
+        Table::Alias(a) => {
+            let first = a.sample();
+            // A few redraws keep the pair distinct without an unbounded loop when one
+            // endpoint holds nearly all the weight.
+            for _ in 0..4 {
+                let second = a.sample();
+                if second != first {
+                    return (first, second);
+                }
+            }
+            (first, (first + 1 + fastrand::usize(..n - 1)) % n)
+        }
+        _ => {
+            let first = fastrand::usize(..n);
+            (first, (first + 1 + fastrand::usize(..n - 1)) % n)
+        }
+    }
+}
+
+/// Applies `ctx.avoid`: another endpoint when the picked one is to be avoided and there is one.
+fn avoiding<'e>(
+    set: &'e EndpointSet,
+    picked: usize,
+    ctx: &PickContext<'_>,
+) -> Option<&'e Arc<Endpoint>> {
+    let eps = &set.routable;
+    match ctx.avoid {
+        Some(avoid) if eps.len() > 1 && std::ptr::eq(eps[picked].as_ref(), avoid) => {
+            eps.get((picked + 1) % eps.len())
+        }
+        _ => eps.get(picked),
+    }
+}
+
+#[cfg(test)]
+mod tests;

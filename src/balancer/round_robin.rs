@@ -1,8 +1,9 @@
-//! Round robin over the healthy endpoints, ignoring weights: one relaxed atomic increment per
-//! pick.
+//! Round robin over the routable endpoints. Weights are ignored, except while an endpoint is
+//! ramping up under slow start: then the set carries a smooth weighted schedule of the ramp
+//! factors, and the same counter walks that instead.
 
-use super::{Balancer, PickContext};
-use crate::cluster::Endpoint;
+use super::{avoiding, smooth_schedule, Balancer, PickContext, Table};
+use crate::cluster::{Endpoint, EndpointSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -12,21 +13,30 @@ pub struct RoundRobin {
 }
 
 impl Balancer for RoundRobin {
-    fn pick<'e>(
-        &self,
-        endpoints: &'e [Arc<Endpoint>],
-        ctx: &PickContext<'_>,
-    ) -> Option<&'e Arc<Endpoint>> {
-        if endpoints.is_empty() {
+    fn prepare(&self, endpoints: &[Arc<Endpoint>], weights: &[f64]) -> Table {
+        // Effective weight over configured weight is the slow-start factor (1 when not ramping).
+        let factors: Vec<f64> = endpoints
+            .iter()
+            .zip(weights)
+            .map(|(e, w)| w / e.weight.max(1) as f64)
+            .collect();
+        if factors.iter().all(|f| *f >= 1.0) {
+            Table::None
+        } else {
+            Table::Schedule(smooth_schedule(&factors))
+        }
+    }
+
+    fn pick<'e>(&self, set: &'e EndpointSet, ctx: &PickContext<'_>) -> Option<&'e Arc<Endpoint>> {
+        let n = set.routable.len();
+        if n == 0 {
             return None;
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let ep = &endpoints[n % endpoints.len()];
-        match ctx.avoid {
-            Some(avoid) if endpoints.len() > 1 && std::ptr::eq(ep.as_ref(), avoid) => {
-                Some(&endpoints[(n + 1) % endpoints.len()])
-            }
-            _ => Some(ep),
-        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let picked = match &set.table {
+            Table::Schedule(s) if !s.is_empty() => s[i % s.len()] as usize,
+            _ => i % n,
+        };
+        avoiding(set, picked, ctx)
     }
 }

@@ -1,12 +1,25 @@
-//! One upstream address and the per-request numbers kept about it. `Endpoint`s are shared
-//! (`Arc`) between the published `EndpointSet` and in-flight requests; their counters are
-//! atomics that are updated in place and never republished.
+//! One upstream address and what is known about it. `Endpoint`s are shared (`Arc`) between the
+//! published `EndpointSet` and in-flight requests. Request-path numbers (in-flight count,
+//! latency EWMA, consecutive failures) are atomics updated in place and never republished;
+//! health, ejection and slow-start state are written only by the cluster's task, which then
+//! republishes the set.
 
 use super::pool::EndpointPool;
-use prometheus::IntGauge;
+use crate::balancer::{ewma::PeakEwma, Balancer, Table};
+use prometheus::{IntCounter, IntGauge};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Metric children of one endpoint, resolved when it is created.
+pub struct EndpointMetrics {
+    pub healthy: IntGauge,
+    pub requests_by_class: [IntCounter; 5],
+    pub ewma_seconds: prometheus::Gauge,
+    pub in_flight: IntGauge,
+    pub effective_weight: prometheus::Gauge,
+}
 
 pub struct Endpoint {
     /// The resolved address connections go to.
@@ -15,9 +28,19 @@ pub struct Endpoint {
     pub label: String,
     /// Configured weight (default 1).
     pub weight: u32,
+    /// Result of active health checking (always true without it).
     healthy: AtomicBool,
+    /// Cluster-clock ns until which outlier detection keeps it out; 0 when not ejected.
+    ejected_until: AtomicU64,
+    ejections: AtomicU32,
+    consecutive_failures: AtomicU32,
+    /// Cluster-clock ns + 1 at which it last became routable (slow start); 0 = not ramping.
+    ready_since: AtomicU64,
+    /// Weight as last published (configured × slow-start factor), f64 bits.
+    effective_weight: AtomicU64,
     in_flight: AtomicUsize,
-    healthy_gauge: IntGauge,
+    pub(crate) ewma: PeakEwma,
+    pub(crate) metrics: EndpointMetrics,
     pub(crate) pool: EndpointPool,
 }
 
@@ -27,27 +50,84 @@ impl Endpoint {
         label: String,
         weight: u32,
         pool: EndpointPool,
-        healthy_gauge: IntGauge,
+        metrics: EndpointMetrics,
     ) -> Endpoint {
-        healthy_gauge.set(1);
+        metrics.healthy.set(1);
         Endpoint {
             address,
             label,
             weight,
             healthy: AtomicBool::new(true),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            ready_since: AtomicU64::new(0),
+            effective_weight: AtomicU64::new((weight as f64).to_bits()),
             in_flight: AtomicUsize::new(0),
-            healthy_gauge,
+            ewma: PeakEwma::default(),
+            metrics,
             pool,
         }
     }
 
+    /// Passing active health checks (or not checked).
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    pub fn set_healthy(&self, healthy: bool) {
+    pub(crate) fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Relaxed);
-        self.healthy_gauge.set(healthy as i64);
+        self.metrics.healthy.set(healthy as i64);
+    }
+
+    /// Cluster-clock ns until which the endpoint is ejected, if it is.
+    pub fn ejected_until(&self) -> Option<u64> {
+        match self.ejected_until.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    pub(crate) fn eject(&self, until_ns: u64) -> u32 {
+        self.ejected_until.store(until_ns.max(1), Ordering::Relaxed);
+        self.metrics.healthy.set(0);
+        self.ejections.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub(crate) fn uneject(&self) {
+        self.ejected_until.store(0, Ordering::Relaxed);
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.metrics.healthy.set(self.is_healthy() as i64);
+    }
+
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
+    /// Marks the start of a slow-start ramp at `now_ns`.
+    pub(crate) fn start_ramp(&self, now_ns: u64) {
+        self.ready_since.store(now_ns + 1, Ordering::Relaxed);
+    }
+
+    /// Slow-start factor in [min, 1] at `now_ns`; 1 when not ramping.
+    pub(crate) fn ramp_factor(&self, now_ns: u64, window: Duration, min: f64) -> f64 {
+        match self.ready_since.load(Ordering::Relaxed) {
+            0 => 1.0,
+            since => {
+                let elapsed = now_ns.saturating_sub(since - 1) as f64;
+                let f = elapsed / window.as_nanos().max(1) as f64;
+                if f >= 1.0 {
+                    self.ready_since.store(0, Ordering::Relaxed);
+                    1.0
+                } else {
+                    f.max(min)
+                }
+            }
+        }
+    }
+
+    pub fn effective_weight(&self) -> f64 {
+        f64::from_bits(self.effective_weight.load(Ordering::Relaxed))
     }
 
     /// Requests sent to this endpoint whose response has not finished.
@@ -55,10 +135,36 @@ impl Endpoint {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Peak-EWMA latency in seconds, once a response has been seen.
+    pub fn ewma_seconds(&self) -> Option<f64> {
+        self.ewma.get()
+    }
+
     /// Counts a request as in flight until the returned guard drops.
     pub fn start_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
+    }
+
+    /// Counts a failure (5xx or connection failure) in a row; true when this one reaches
+    /// `threshold` (exactly once per streak, so one event is sent).
+    pub(crate) fn record_failure(&self, threshold: u32) -> bool {
+        self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1 == threshold
+    }
+
+    pub(crate) fn record_success(&self) {
+        // Skip the store in the common case so the cache line stays shared between cores.
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Copies the atomics into the Prometheus gauges (at scrape time, not per request).
+    pub(crate) fn refresh_gauges(&self) {
+        let m = &self.metrics;
+        m.in_flight.set(self.in_flight() as i64);
+        m.ewma_seconds.set(self.ewma_seconds().unwrap_or(0.0));
+        m.effective_weight.set(self.effective_weight());
     }
 }
 
@@ -87,17 +193,75 @@ impl Drop for InFlight {
     }
 }
 
-/// What balancers read: every endpoint, and the ones that may receive traffic. Published as a
-/// whole through the cluster's `ArcSwap` whenever membership or health changes.
+/// What balancers read, published as a whole through the cluster's `ArcSwap` whenever
+/// membership, health, ejection or slow-start weights change.
 #[derive(Default)]
 pub struct EndpointSet {
+    /// Every endpoint of the cluster.
     pub all: Vec<Arc<Endpoint>>,
-    pub healthy: Vec<Arc<Endpoint>>,
+    /// What picks choose from: healthy and not ejected, or all of them in panic mode.
+    pub routable: Vec<Arc<Endpoint>>,
+    /// Fewer than the panic threshold were healthy, so `routable` is everything.
+    pub panic: bool,
+    /// The policy's precomputed table over `routable`.
+    pub table: Table,
+    /// Some endpoint is still ramping up: republish again soon.
+    pub ramping: bool,
+}
+
+/// How a set is derived from endpoint state.
+#[derive(Clone, Copy)]
+pub struct SetRules {
+    /// Slow start: (window, starting share of weight).
+    pub slow_start: Option<(Duration, f64)>,
+    /// Percent; 0 disables panic mode.
+    pub panic_threshold: u32,
 }
 
 impl EndpointSet {
-    pub fn new(all: Vec<Arc<Endpoint>>) -> EndpointSet {
-        let healthy = all.iter().filter(|e| e.is_healthy()).cloned().collect();
-        EndpointSet { all, healthy }
+    pub fn build(
+        all: Vec<Arc<Endpoint>>,
+        balancer: &dyn Balancer,
+        rules: SetRules,
+        now_ns: u64,
+    ) -> EndpointSet {
+        let routable: Vec<Arc<Endpoint>> = all
+            .iter()
+            .filter(|e| e.is_healthy() && e.ejected_until().is_none())
+            .cloned()
+            .collect();
+        let panic = rules.panic_threshold > 0
+            && routable.len() * 100 < rules.panic_threshold as usize * all.len();
+        let routable = if panic { all.clone() } else { routable };
+        // Out of rotation means no weight; the routable ones get theirs just below.
+        for e in &all {
+            e.effective_weight.store(0f64.to_bits(), Ordering::Relaxed);
+        }
+        let mut ramping = false;
+        let weights: Vec<f64> = routable
+            .iter()
+            .map(|e| {
+                let factor = match rules.slow_start {
+                    Some((window, min)) if !panic => e.ramp_factor(now_ns, window, min),
+                    _ => 1.0,
+                };
+                ramping |= factor < 1.0;
+                let w = e.weight as f64 * factor;
+                e.effective_weight.store(w.to_bits(), Ordering::Relaxed);
+                w
+            })
+            .collect();
+        let table = if routable.is_empty() {
+            Table::None
+        } else {
+            balancer.prepare(&routable, &weights)
+        };
+        EndpointSet {
+            all,
+            routable,
+            panic,
+            table,
+            ramping,
+        }
     }
 }

@@ -1,21 +1,25 @@
 //! A cluster: a named set of endpoints, its balancer, its connection pools and its metric
 //! children. The endpoint set is published through one `ArcSwap`, which the request path reads
-//! with a short guard; only the cluster's own background work writes it.
+//! with a short guard. Only the cluster's task (`health::spawn`) writes it after start: health
+//! transitions, outlier ejections and slow-start ramps all flow through that one writer. The
+//! request path reports failures to it over a channel.
 
 mod endpoint;
 pub mod pool;
 
-pub use endpoint::{Endpoint, EndpointSet, InFlight};
+pub use endpoint::{Endpoint, EndpointMetrics, EndpointSet, InFlight, SetRules};
 
-use crate::balancer::{self, Balancer, PickContext};
+use crate::balancer::{self, hash_key, Balancer, PickContext};
 use crate::config::units::split_host_port;
-use crate::config::ClusterConfig;
-use crate::metrics::Metrics;
+use crate::config::{ClusterConfig, HashOnConfig, LbPolicy};
+use crate::metrics::{Metrics, CODE_CLASSES};
 use arc_swap::ArcSwap;
 use prometheus::{Histogram, IntCounter, IntGauge};
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::{Arc, Weak};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -36,6 +40,16 @@ pub(crate) struct ClusterMetrics {
     pub upstream_duration: Histogram,
     pub connections_active: IntGauge,
     pub connect_failures: IntCounter,
+    pub health_success: IntCounter,
+    pub health_failure: IntCounter,
+    pub ejections: IntCounter,
+    pub panic: IntGauge,
+}
+
+/// What the request path tells the cluster's task.
+pub(crate) enum Event {
+    /// This endpoint just reached `consecutive_failures`.
+    Failures(Arc<Endpoint>),
 }
 
 pub struct Cluster {
@@ -44,6 +58,11 @@ pub struct Cluster {
     pub config: ClusterConfig,
     endpoints: ArcSwap<EndpointSet>,
     balancer: Box<dyn Balancer>,
+    rules: SetRules,
+    /// Origin of the cluster clock that endpoint timestamps (ejections, ramps, EWMA) use.
+    epoch: Instant,
+    events: mpsc::Sender<Event>,
+    pub(crate) events_rx: Mutex<Option<mpsc::Receiver<Event>>>,
     pub(crate) metrics: ClusterMetrics,
 }
 
@@ -67,30 +86,59 @@ impl Cluster {
                 cfg.pool.max_idle_per_endpoint,
                 cfg.pool.idle_timeout.get(),
             );
-            let gauge = metrics
-                .upstream_endpoint_healthy
-                .with_label_values(&[name, e.address.as_str()]);
+            let labels = [name, e.address.as_str()];
+            let ep_metrics = EndpointMetrics {
+                healthy: metrics.upstream_endpoint_healthy.with_label_values(&labels),
+                requests_by_class: CODE_CLASSES.map(|c| {
+                    metrics
+                        .upstream_requests
+                        .with_label_values(&[name, e.address.as_str(), c])
+                }),
+                ewma_seconds: metrics.endpoint_ewma.with_label_values(&labels),
+                in_flight: metrics.endpoint_in_flight.with_label_values(&labels),
+                effective_weight: metrics.endpoint_effective_weight.with_label_values(&labels),
+            };
             all.push(Arc::new(Endpoint::new(
                 address,
                 e.address.clone(),
                 e.weight,
                 pool,
-                gauge,
+                ep_metrics,
             )));
         }
+        let balancer = balancer::new(cfg);
+        let rules = SetRules {
+            slow_start: cfg
+                .slow_start
+                .as_ref()
+                .map(|s| (s.window.get(), s.min_weight_percent as f64 / 100.0)),
+            panic_threshold: cfg.panic_threshold,
+        };
+        let set = EndpointSet::build(all, balancer.as_ref(), rules, 0);
+        let (events, events_rx) = mpsc::channel(1024);
+        let cluster_metrics = ClusterMetrics {
+            request_duration: metrics.request_duration.with_label_values(&[name]),
+            upstream_duration: metrics.upstream_request_duration.with_label_values(&[name]),
+            connections_active: metrics
+                .upstream_connections_active
+                .with_label_values(&[name]),
+            connect_failures: metrics.upstream_connect_failures.with_label_values(&[name]),
+            health_success: metrics.health_checks.with_label_values(&[name, "success"]),
+            health_failure: metrics.health_checks.with_label_values(&[name, "failure"]),
+            ejections: metrics.outlier_ejections.with_label_values(&[name]),
+            panic: metrics.cluster_panic.with_label_values(&[name]),
+        };
+        cluster_metrics.panic.set(set.panic as i64);
         Ok(Cluster {
             name: cfg.name.clone(),
             config: cfg.clone(),
-            endpoints: ArcSwap::from_pointee(EndpointSet::new(all)),
-            balancer: balancer::new(cfg),
-            metrics: ClusterMetrics {
-                request_duration: metrics.request_duration.with_label_values(&[name]),
-                upstream_duration: metrics.upstream_request_duration.with_label_values(&[name]),
-                connections_active: metrics
-                    .upstream_connections_active
-                    .with_label_values(&[name]),
-                connect_failures: metrics.upstream_connect_failures.with_label_values(&[name]),
-            },
+            endpoints: ArcSwap::from_pointee(set),
+            balancer,
+            rules,
+            epoch: Instant::now(),
+            events,
+            events_rx: Mutex::new(Some(events_rx)),
+            metrics: cluster_metrics,
         })
     }
 
@@ -99,10 +147,96 @@ impl Cluster {
         self.endpoints.load_full()
     }
 
-    /// Picks a healthy endpoint; `None` when there is none.
+    /// Picks a routable endpoint; `None` when there is none.
     pub fn pick(&self, ctx: &PickContext<'_>) -> Option<Arc<Endpoint>> {
         let set = self.endpoints.load();
-        self.balancer.pick(&set.healthy, ctx).cloned()
+        self.balancer.pick(&set, ctx).cloned()
+    }
+
+    /// The instant of a cluster-clock timestamp.
+    pub(crate) fn instant_at(&self, ns: u64) -> Instant {
+        self.epoch + Duration::from_nanos(ns)
+    }
+
+    /// Nanoseconds on this cluster's clock.
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Rebuilds and publishes the set from the endpoints' current state. Called by the
+    /// cluster's task only (the single writer), and once at build.
+    pub(crate) fn republish(&self) -> Arc<EndpointSet> {
+        let all = self.endpoints.load().all.clone();
+        let set = Arc::new(EndpointSet::build(
+            all,
+            self.balancer.as_ref(),
+            self.rules,
+            self.now_ns(),
+        ));
+        self.metrics.panic.set(set.panic as i64);
+        self.endpoints.store(set.clone());
+        set
+    }
+
+    /// The affinity hash of a request for ring_hash clusters; `None` for other policies or when
+    /// the request has no key (it then goes to a random endpoint).
+    pub fn request_hash(&self, headers: &http::HeaderMap, peer: IpAddr) -> Option<u64> {
+        if self.config.lb != LbPolicy::RingHash {
+            return None;
+        }
+        let HashOnConfig {
+            header,
+            cookie,
+            source_ip,
+        } = self.config.hash_on.as_ref()?;
+        if let Some(h) = header {
+            return headers.get(h.as_str()).map(|v| hash_key(v.as_bytes()));
+        }
+        if let Some(name) = cookie {
+            return headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|kv| {
+                    let (k, v) = kv.trim().split_once('=')?;
+                    (k == name).then(|| hash_key(v.as_bytes()))
+                });
+        }
+        if *source_ip {
+            return Some(match peer {
+                IpAddr::V4(a) => hash_key(&a.octets()),
+                IpAddr::V6(a) => hash_key(&a.octets()),
+            });
+        }
+        None
+    }
+
+    /// Records an exchange's outcome for outlier detection and least_latency. `latency` is
+    /// the time to response headers, when there was a response.
+    pub fn record(&self, endpoint: &Arc<Endpoint>, failed: bool, latency: Option<Duration>) {
+        if let Some(l) = latency {
+            endpoint
+                .ewma
+                .observe(l, self.now_ns(), self.config.ewma_decay.get());
+        }
+        let Some(od) = &self.config.outlier_detection else {
+            return;
+        };
+        if failed {
+            if endpoint.record_failure(od.consecutive_failures) {
+                // Full channel: the task is far behind; this streak is reported by the next one.
+                if self
+                    .events
+                    .try_send(Event::Failures(endpoint.clone()))
+                    .is_err()
+                {
+                    tracing::debug!(cluster = %self.name, "outlier event dropped");
+                }
+            }
+        } else {
+            endpoint.record_success();
+        }
     }
 
     /// Opens a new upstream connection to `endpoint`.
@@ -116,24 +250,11 @@ impl Cluster {
         .await
     }
 
-    /// Starts the task that closes pooled connections idle past the pool's idle timeout. It
-    /// ends by itself once the cluster is dropped.
-    pub fn spawn_pool_sweeper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let weak: Weak<Cluster> = Arc::downgrade(self);
-        let period = (self.config.pool.idle_timeout.get() / 2).max(Duration::from_millis(100));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(cluster) = weak.upgrade() else {
-                    return;
-                };
-                for ep in cluster.endpoints.load().all.iter() {
-                    ep.pool.purge_expired();
-                }
-            }
-        })
+    /// Copies per-endpoint atomics into their gauges (called when /metrics is scraped).
+    pub fn refresh_gauges(&self) {
+        for e in self.endpoints.load().all.iter() {
+            e.refresh_gauges();
+        }
     }
 }
 

@@ -170,6 +170,9 @@ pub struct RouteConfig {
     pub request_headers_add: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitConfig>,
+    /// Debugging aid: name the chosen endpoint in an `x-outrigger-upstream` response header.
+    #[serde(default)]
+    pub add_upstream_header: bool,
 }
 
 fn default_route_timeout() -> ConfigDuration {
@@ -292,6 +295,20 @@ pub struct ClusterConfig {
     pub slow_start: Option<SlowStartConfig>,
     #[serde(default)]
     pub pool: PoolConfig,
+    /// Below this percentage of routable endpoints, balance over all of them (Envoy's panic
+    /// threshold); 0 disables.
+    #[serde(default = "default_panic_threshold")]
+    pub panic_threshold: u32,
+    /// Decay time of least_latency's peak EWMA.
+    #[serde(default = "default_ewma_decay")]
+    pub ewma_decay: ConfigDuration,
+}
+
+fn default_panic_threshold() -> u32 {
+    50
+}
+fn default_ewma_decay() -> ConfigDuration {
+    ConfigDuration::secs(10)
 }
 
 fn default_connect_timeout() -> ConfigDuration {
@@ -448,6 +465,13 @@ fn default_cb_limit() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct SlowStartConfig {
     pub window: ConfigDuration,
+    /// Share of its weight a ramping endpoint starts with.
+    #[serde(default = "default_min_weight_percent")]
+    pub min_weight_percent: u32,
+}
+
+fn default_min_weight_percent() -> u32 {
+    10
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]

@@ -285,14 +285,33 @@ fn check_route(c: &mut Checker, p: &str, r: &RouteConfig, clusters: &HashSet<&st
 }
 
 fn check_cluster(c: &mut Checker, p: &str, cl: &ClusterConfig) {
-    if cl.lb != LbPolicy::RoundRobin {
-        c.unsupported(format!("{p}.lb"), &format!("lb: {:?}", cl.lb));
-    }
-    if cl.hash_on.is_some() && cl.lb != LbPolicy::RingHash {
-        c.push(
+    match (&cl.hash_on, cl.lb) {
+        (Some(_), lb) if lb != LbPolicy::RingHash => c.push(
             format!("{p}.hash_on"),
             "hash_on only applies to lb: ring_hash",
-        );
+        ),
+        (None, LbPolicy::RingHash) => c.push(
+            format!("{p}.hash_on"),
+            "lb: ring_hash needs hash_on (header, cookie or source_ip)",
+        ),
+        (Some(h), _) => {
+            let kinds = h.header.is_some() as u8 + h.cookie.is_some() as u8 + h.source_ip as u8;
+            if kinds != 1 {
+                c.push(
+                    format!("{p}.hash_on"),
+                    "set exactly one of header, cookie or source_ip: true",
+                );
+            }
+            if let Some(name) = &h.header {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    c.push(
+                        format!("{p}.hash_on.header"),
+                        format!("{name:?} is not a header name"),
+                    );
+                }
+            }
+        }
+        (None, _) => {}
     }
     if cl.endpoints.is_empty() && cl.discovery.is_none() {
         c.push(
@@ -300,17 +319,111 @@ fn check_cluster(c: &mut Checker, p: &str, cl: &ClusterConfig) {
             "a cluster needs at least one endpoint (or discovery)",
         );
     }
+    let mut seen = HashSet::new();
     for (k, e) in cl.endpoints.iter().enumerate() {
         let ep = format!("{p}.endpoints[{k}]");
         if let Err(msg) = split_host_port(&e.address) {
             c.push(format!("{ep}.address"), msg);
         }
+        if !seen.insert(e.address.as_str()) {
+            c.push(
+                format!("{ep}.address"),
+                format!("duplicate endpoint {:?}", e.address),
+            );
+        }
         if e.weight == 0 {
             c.push(format!("{ep}.weight"), "must be greater than 0");
+        } else if e.weight > 10_000 {
+            c.push(format!("{ep}.weight"), "must be at most 10000");
         }
     }
     if cl.connect_timeout.is_zero() {
         c.push(format!("{p}.connect_timeout"), "must be greater than 0s");
+    }
+    if cl.panic_threshold > 100 {
+        c.push(format!("{p}.panic_threshold"), "is a percentage: 0 to 100");
+    }
+    if cl.ewma_decay.is_zero() {
+        c.push(format!("{p}.ewma_decay"), "must be greater than 0s");
+    }
+    if let Some(hc) = &cl.health_check {
+        let hp = format!("{p}.health_check");
+        let kinds = hc.http.is_some() as u8 + hc.tcp.is_some() as u8 + hc.grpc.is_some() as u8;
+        if kinds != 1 {
+            c.push(hp.clone(), "set exactly one of http, tcp or grpc");
+        }
+        if hc.grpc.is_some() {
+            c.unsupported(format!("{hp}.grpc"), "gRPC health checking");
+        }
+        if hc.interval.is_zero() {
+            c.push(format!("{hp}.interval"), "must be greater than 0s");
+        }
+        if hc.timeout.is_zero() {
+            c.push(format!("{hp}.timeout"), "must be greater than 0s");
+        }
+        if hc.healthy_threshold == 0 {
+            c.push(format!("{hp}.healthy_threshold"), "must be at least 1");
+        }
+        if hc.unhealthy_threshold == 0 {
+            c.push(format!("{hp}.unhealthy_threshold"), "must be at least 1");
+        }
+        if let Some(h) = &hc.http {
+            if !h.path.starts_with('/') {
+                c.push(
+                    format!("{hp}.http.path"),
+                    format!("{:?} must start with '/'", h.path),
+                );
+            }
+            if h.expected_statuses.is_empty() {
+                c.push(
+                    format!("{hp}.http.expected_statuses"),
+                    "must list at least one status",
+                );
+            }
+            for s in &h.expected_statuses {
+                if !(100..=599).contains(s) {
+                    c.push(
+                        format!("{hp}.http.expected_statuses"),
+                        format!("{s} is not an HTTP status"),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(od) = &cl.outlier_detection {
+        let op = format!("{p}.outlier_detection");
+        if od.consecutive_failures == 0 {
+            c.push(format!("{op}.consecutive_failures"), "must be at least 1");
+        }
+        if od.base_ejection_time.is_zero() {
+            c.push(
+                format!("{op}.base_ejection_time"),
+                "must be greater than 0s",
+            );
+        }
+        if od.max_ejection_percent > 100 {
+            c.push(
+                format!("{op}.max_ejection_percent"),
+                "is a percentage: 0 to 100",
+            );
+        }
+    }
+    if let Some(ss) = &cl.slow_start {
+        if ss.window.is_zero() {
+            c.push(format!("{p}.slow_start.window"), "must be greater than 0s");
+        }
+        if !(1..=100).contains(&ss.min_weight_percent) {
+            c.push(
+                format!("{p}.slow_start.min_weight_percent"),
+                "must be between 1 and 100",
+            );
+        }
+        if cl.lb == LbPolicy::RingHash {
+            c.push(
+                format!("{p}.slow_start"),
+                "slow_start does not apply to lb: ring_hash (ramping would move keys between endpoints)",
+            );
+        }
     }
     if cl.discovery.is_some() {
         c.unsupported(format!("{p}.discovery"), "endpoint discovery");
@@ -327,16 +440,7 @@ fn check_cluster(c: &mut Checker, p: &str, cl: &ClusterConfig) {
     if cl.tls.is_some() {
         c.unsupported(format!("{p}.tls"), "upstream TLS");
     }
-    if cl.health_check.is_some() {
-        c.unsupported(format!("{p}.health_check"), "active health checking");
-    }
-    if cl.outlier_detection.is_some() {
-        c.unsupported(format!("{p}.outlier_detection"), "outlier detection");
-    }
     if cl.circuit_breaker.is_some() {
         c.unsupported(format!("{p}.circuit_breaker"), "circuit breaking");
-    }
-    if cl.slow_start.is_some() {
-        c.unsupported(format!("{p}.slow_start"), "slow start");
     }
 }

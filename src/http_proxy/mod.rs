@@ -5,7 +5,9 @@ pub mod body;
 pub mod error;
 pub mod forward;
 
-use crate::cluster::Cluster;
+use crate::balancer::PickContext;
+use crate::cluster::pool::Sender;
+use crate::cluster::{Cluster, Endpoint};
 use crate::listener::ConnTracker;
 use crate::route::RequestInfo;
 use crate::runtime::Runtime;
@@ -68,14 +70,16 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
     };
     let target = route.pick_target();
     let cluster = &target.cluster;
+    let hash = cluster.request_hash(&parts.headers, down.peer.ip());
     forward::prepare_request(&mut parts, route, down.peer.ip(), down.scheme);
     let upstream_req = Request::from_parts(parts, RequestBody::Incoming(body));
+    let exchange = forward(cluster, upstream_req, hash, route.add_upstream_header);
     let result = match route.timeout {
-        Some(t) => match tokio::time::timeout(t, forward(cluster, upstream_req)).await {
+        Some(t) => match tokio::time::timeout(t, exchange).await {
             Ok(r) => r,
             Err(_) => Err(ProxyError::Timeout),
         },
-        None => forward(cluster, upstream_req).await,
+        None => exchange.await,
     };
     let resp = match result {
         Ok(r) => r,
@@ -93,59 +97,87 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
     resp.map(|b| b.with_guard(active))
 }
 
-/// Sends the request to an endpoint of `cluster`: a pooled connection if one is live, else a
-/// new one. A pooled connection that turns out closed before the request was written hands
-/// the request back, and it goes out on the next connection instead.
+/// Sends the request to an endpoint of `cluster` and records the outcome for the balancer and
+/// outlier detection.
 async fn forward(
     cluster: &Cluster,
-    mut req: Request<RequestBody>,
+    req: Request<RequestBody>,
+    hash: Option<u64>,
+    name_upstream: bool,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let endpoint =
-        cluster
-            .pick(&Default::default())
-            .ok_or_else(|| ProxyError::NoHealthyEndpoint {
-                cluster: cluster.name.clone(),
-            })?;
+    let ctx = PickContext { hash, avoid: None };
+    let endpoint = cluster
+        .pick(&ctx)
+        .ok_or_else(|| ProxyError::NoHealthyEndpoint {
+            cluster: cluster.name.clone(),
+        })?;
     let in_flight = endpoint.start_request();
     let sent = Instant::now();
+    let result = exchange(cluster, &endpoint, req).await;
+    let latency = sent.elapsed();
+    match result {
+        Ok((resp, sender)) => {
+            let status = resp.status().as_u16();
+            cluster
+                .metrics
+                .upstream_duration
+                .observe(latency.as_secs_f64());
+            endpoint.metrics.requests_by_class[crate::metrics::code_class_index(status)].inc();
+            cluster.record(&endpoint, status >= 500, Some(latency));
+            let (mut parts, body) = resp.into_parts();
+            forward::prepare_response(&mut parts);
+            if name_upstream {
+                if let Ok(v) = HeaderValue::from_str(&endpoint.label) {
+                    parts
+                        .headers
+                        .insert(forward::X_OUTRIGGER_UPSTREAM.clone(), v);
+                }
+            }
+            let lease = Lease {
+                sender: Some(sender),
+                in_flight,
+            };
+            Ok(Response::from_parts(
+                parts,
+                ResponseBody::upstream(body, lease),
+            ))
+        }
+        Err(e) => {
+            // The client's own broken body says nothing about the endpoint.
+            if !matches!(e, ProxyError::DownstreamBody(_)) {
+                cluster.record(&endpoint, true, None);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// One request/response exchange with `endpoint`: a pooled connection if one is live, else a
+/// new one. A pooled connection that turns out closed before the request was written hands
+/// the request back, and it goes out on the next connection instead.
+async fn exchange(
+    cluster: &Cluster,
+    endpoint: &Endpoint,
+    mut req: Request<RequestBody>,
+) -> Result<(Response<Incoming>, Sender), ProxyError> {
     while let Some(mut sender) = endpoint.pool.take() {
         if sender.ready().await.is_err() {
             continue;
         }
         match sender.try_send_request(req).await {
-            Ok(resp) => return Ok(upstream_response(cluster, resp, sender, in_flight, sent)),
+            Ok(resp) => return Ok((resp, sender)),
             Err(mut e) => match e.take_message() {
                 Some(r) => req = r,
                 None => return Err(ProxyError::from_upstream(e.into_error())),
             },
         }
     }
-    let mut sender = cluster.connect(&endpoint).await?;
+    let mut sender = cluster.connect(endpoint).await?;
     let resp = sender
         .send_request(req)
         .await
         .map_err(ProxyError::from_upstream)?;
-    Ok(upstream_response(cluster, resp, sender, in_flight, sent))
-}
-
-fn upstream_response(
-    cluster: &Cluster,
-    resp: Response<Incoming>,
-    sender: crate::cluster::pool::Sender,
-    in_flight: crate::cluster::InFlight,
-    sent: Instant,
-) -> Response<ResponseBody> {
-    cluster
-        .metrics
-        .upstream_duration
-        .observe(sent.elapsed().as_secs_f64());
-    let (mut parts, body) = resp.into_parts();
-    forward::prepare_response(&mut parts);
-    let lease = Lease {
-        sender: Some(sender),
-        in_flight,
-    };
-    Response::from_parts(parts, ResponseBody::upstream(body, lease))
+    Ok((resp, sender))
 }
 
 /// The host a request is addressed to, without the port.

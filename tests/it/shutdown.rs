@@ -93,9 +93,11 @@ clusters:
         slow.addr
     ));
     let admin = bin.admin;
-    crate::support::eventually(Duration::from_secs(5), "/ready answers 200", || async move {
-        (get(admin, "/ready").await.status == 200).then_some(())
-    })
+    crate::support::eventually(
+        Duration::from_secs(5),
+        "/ready answers 200",
+        || async move { (get(admin, "/ready").await.status == 200).then_some(()) },
+    )
     .await;
     // An idle keep-alive connection that must not delay the exit.
     let idle = H1::connect(bin.listener).await;

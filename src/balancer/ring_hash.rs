@@ -1,0 +1,80 @@
+//! Consistent hashing on a ketama-style ring: each endpoint owns points on a 64-bit ring in
+//! proportion to its weight, named after its address, and a request goes to the first point at
+//! or after its key's hash. Removing one of N endpoints moves only the keys it owned (about
+//! 1/N); keys of the others stay where they were. Slow start does not apply (it would move keys).
+
+use super::{avoiding, Balancer, PickContext, Table};
+use crate::cluster::{Endpoint, EndpointSet};
+use std::sync::Arc;
+
+pub struct RingHash;
+
+/// Ring points per unit of weight, and the cap on the whole ring (16 bytes a point).
+const POINTS_PER_WEIGHT: u64 = 160;
+const MAX_POINTS: u64 = 1 << 18;
+
+pub struct Ring {
+    /// (point, index into `routable`), sorted by point.
+    points: Vec<(u64, u32)>,
+}
+
+/// FNV-1a with a splitmix64 finish: stable across builds and platforms (unlike std's hasher),
+/// so every outrigger replica maps a key to the same endpoint.
+pub fn hash_key(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+impl Ring {
+    pub fn new(endpoints: &[Arc<Endpoint>]) -> Ring {
+        let total: u64 = endpoints.iter().map(|e| e.weight.max(1) as u64).sum();
+        let per_weight = (MAX_POINTS / total.max(1)).clamp(1, POINTS_PER_WEIGHT);
+        let mut points = Vec::with_capacity((total * per_weight) as usize);
+        let mut name = String::new();
+        for (i, e) in endpoints.iter().enumerate() {
+            for k in 0..e.weight.max(1) as u64 * per_weight {
+                name.clear();
+                use std::fmt::Write;
+                let _ = write!(name, "{}-{k}", e.label); // writing to a String cannot fail
+                points.push((hash_key(name.as_bytes()), i as u32));
+            }
+        }
+        points.sort_unstable();
+        Ring { points }
+    }
+
+    pub fn lookup(&self, hash: u64) -> Option<usize> {
+        if self.points.is_empty() {
+            return None;
+        }
+        let i = self.points.partition_point(|(p, _)| *p < hash);
+        Some(self.points[i % self.points.len()].1 as usize)
+    }
+}
+
+impl Balancer for RingHash {
+    fn prepare(&self, endpoints: &[Arc<Endpoint>], _weights: &[f64]) -> Table {
+        Table::Ring(Ring::new(endpoints))
+    }
+
+    fn pick<'e>(&self, set: &'e EndpointSet, ctx: &PickContext<'_>) -> Option<&'e Arc<Endpoint>> {
+        let n = set.routable.len();
+        if n == 0 {
+            return None;
+        }
+        let picked = match (&set.table, ctx.hash) {
+            (Table::Ring(r), Some(h)) => r.lookup(h).unwrap_or(0),
+            // No key on this request: any endpoint will do.
+            _ => fastrand::usize(..n),
+        };
+        avoiding(set, picked, ctx)
+    }
+}

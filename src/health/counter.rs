@@ -1,0 +1,75 @@
+//! Healthy/unhealthy thresholds: an endpoint changes state only after `healthy_threshold`
+//! passing or `unhealthy_threshold` failing probes in a row. Pure, so it is tested directly.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    BecameHealthy,
+    BecameUnhealthy,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCounter {
+    healthy: bool,
+    streak: u32,
+    healthy_threshold: u32,
+    unhealthy_threshold: u32,
+}
+
+impl HealthCounter {
+    pub fn new(healthy: bool, healthy_threshold: u32, unhealthy_threshold: u32) -> HealthCounter {
+        HealthCounter {
+            healthy,
+            streak: 0,
+            healthy_threshold: healthy_threshold.max(1),
+            unhealthy_threshold: unhealthy_threshold.max(1),
+        }
+    }
+
+    /// Records one probe result; returns the transition it completes, if any.
+    pub fn record(&mut self, ok: bool) -> Option<Transition> {
+        if ok == self.healthy {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        let needed = if ok {
+            self.healthy_threshold
+        } else {
+            self.unhealthy_threshold
+        };
+        if self.streak < needed {
+            return None;
+        }
+        self.healthy = ok;
+        self.streak = 0;
+        Some(if ok {
+            Transition::BecameHealthy
+        } else {
+            Transition::BecameUnhealthy
+        })
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_and_streak_resets() {
+        let mut c = HealthCounter::new(true, 2, 3);
+        assert_eq!(c.record(false), None);
+        assert_eq!(c.record(false), None);
+        assert_eq!(c.record(true), None, "a pass resets the failure streak");
+        assert_eq!(c.record(false), None);
+        assert_eq!(c.record(false), None);
+        assert_eq!(c.record(false), Some(Transition::BecameUnhealthy));
+        assert!(!c.is_healthy());
+        assert_eq!(c.record(true), None);
+        assert_eq!(c.record(true), Some(Transition::BecameHealthy));
+        assert_eq!(c.record(true), None);
+    }
+}
