@@ -3,7 +3,7 @@
 //! endpoint with no latency observed yet is scored with the other candidate's EWMA, so it
 //! starts level with its peers: not favoured for an empty history (a flood), not shunned.
 
-use super::{avoiding, two_candidates, AliasTable, Balancer, PickContext, Table};
+use super::{avoiding, two_candidates, weighted_table, Balancer, PickContext, Table};
 use crate::cluster::{Endpoint, EndpointSet};
 use std::sync::Arc;
 
@@ -15,11 +15,7 @@ fn cost(ewma: f64, in_flight: usize) -> f64 {
 
 impl Balancer for LeastLatency {
     fn prepare(&self, _endpoints: &[Arc<Endpoint>], weights: &[f64]) -> Table {
-        if weights.is_empty() {
-            Table::None
-        } else {
-            Table::Alias(AliasTable::new(weights))
-        }
+        weighted_table(weights)
     }
 
     fn pick<'e>(&self, set: &'e EndpointSet, ctx: &PickContext<'_>) -> Option<&'e Arc<Endpoint>> {

@@ -4,7 +4,7 @@
 //! when it is one it competes on load, so it is neither starved nor flooded for having an
 //! empty queue.
 
-use super::{avoiding, two_candidates, AliasTable, Balancer, PickContext, Table};
+use super::{avoiding, two_candidates, weighted_table, Balancer, PickContext, Table};
 use crate::cluster::{Endpoint, EndpointSet};
 use std::sync::Arc;
 
@@ -12,11 +12,7 @@ pub struct LeastRequest;
 
 impl Balancer for LeastRequest {
     fn prepare(&self, _endpoints: &[Arc<Endpoint>], weights: &[f64]) -> Table {
-        if weights.is_empty() {
-            Table::None
-        } else {
-            Table::Alias(AliasTable::new(weights))
-        }
+        weighted_table(weights)
     }
 
     fn pick<'e>(&self, set: &'e EndpointSet, ctx: &PickContext<'_>) -> Option<&'e Arc<Endpoint>> {
@@ -26,7 +22,9 @@ impl Balancer for LeastRequest {
             1 => 0,
             n => {
                 let (a, b) = two_candidates(n, &set.table);
-                if eps[b].in_flight() < eps[a].in_flight() {
+                let (fa, fb) = (eps[a].in_flight(), eps[b].in_flight());
+                // Random ties: candidate order must not favour anyone.
+                if fb < fa || (fb == fa && fastrand::bool()) {
                     b
                 } else {
                     a

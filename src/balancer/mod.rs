@@ -73,25 +73,26 @@ pub fn new(cfg: &ClusterConfig) -> Box<dyn Balancer> {
 /// Default decay time of the least_latency EWMA.
 pub const DEFAULT_EWMA_DECAY: Duration = Duration::from_secs(10);
 
-/// Two distinct random indices below `n` (n ≥ 2), sampled by weight when a table is given.
+/// The two P2C candidates among `n ≥ 2` endpoints. With equal weights: two distinct ones,
+/// uniformly (classic P2C). With unequal weights (configured, or slow start ramping): two
+/// independent draws by weight. Distinct weighted pairs would put a lone light endpoint into
+/// nearly every pair, and its short queue would then win it a flood of traffic; independent
+/// draws give it its weight share when queues are level, and at most about twice that.
 fn two_candidates(n: usize, table: &Table) -> (usize, usize) {
     match table {
-        Table::Alias(a) => {
-            let first = a.sample();
-            // A few redraws keep the pair distinct without an unbounded loop when one
-            // endpoint holds nearly all the weight.
-            for _ in 0..4 {
-                let second = a.sample();
-                if second != first {
-                    return (first, second);
-                }
-            }
-            (first, (first + 1 + fastrand::usize(..n - 1)) % n)
-        }
+        Table::Alias(a) if a.len() == n => (a.sample(), a.sample()),
         _ => {
             let first = fastrand::usize(..n);
             (first, (first + 1 + fastrand::usize(..n - 1)) % n)
         }
+    }
+}
+
+/// An alias table when the weights differ; equal weights need none.
+fn weighted_table(weights: &[f64]) -> Table {
+    match weights.first() {
+        Some(w0) if weights.iter().any(|w| w != w0) => Table::Alias(AliasTable::new(weights)),
+        _ => Table::None,
     }
 }
 

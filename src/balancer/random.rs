@@ -1,6 +1,6 @@
 //! Weighted random: an O(1) alias-table draw per pick.
 
-use super::{avoiding, AliasTable, Balancer, PickContext, Table};
+use super::{avoiding, weighted_table, Balancer, PickContext, Table};
 use crate::cluster::{Endpoint, EndpointSet};
 use std::sync::Arc;
 
@@ -8,11 +8,7 @@ pub struct Random;
 
 impl Balancer for Random {
     fn prepare(&self, _endpoints: &[Arc<Endpoint>], weights: &[f64]) -> Table {
-        if weights.is_empty() {
-            Table::None
-        } else {
-            Table::Alias(AliasTable::new(weights))
-        }
+        weighted_table(weights)
     }
 
     fn pick<'e>(&self, set: &'e EndpointSet, ctx: &PickContext<'_>) -> Option<&'e Arc<Endpoint>> {

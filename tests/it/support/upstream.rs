@@ -35,12 +35,12 @@ pub struct Upstream {
     requests: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
     last_headers: Arc<Mutex<Option<http::HeaderMap>>>,
-    task: tokio::task::JoinHandle<()>,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop.cancel();
     }
 }
 
@@ -58,7 +58,12 @@ pub fn checksum(data: &[u8], offset: usize, acc: u64) -> u64 {
 
 impl Upstream {
     pub async fn start(name: &str, behavior: Behavior) -> Upstream {
-        let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap(), name, behavior).await
+    }
+
+    /// Starts on a given address (to bring a killed upstream back on its port).
+    pub async fn start_on(addr: SocketAddr, name: &str, behavior: Behavior) -> Upstream {
+        let socket = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = socket.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -69,13 +74,23 @@ impl Upstream {
             last_headers.clone(),
             name.to_string(),
         );
-        let task = tokio::spawn(async move {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stop_accept = stop.clone();
+        tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = socket.accept().await else {
-                    continue;
+                let accepted = tokio::select! {
+                    _ = stop_accept.cancelled() => return,
+                    a = socket.accept() => a,
                 };
+                let Ok((stream, _)) = accepted else { continue };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (r, h, n, behavior) = (r.clone(), h.clone(), n.clone(), behavior.clone());
+                let (r, h, n, behavior, stop_conn) = (
+                    r.clone(),
+                    h.clone(),
+                    n.clone(),
+                    behavior.clone(),
+                    stop_accept.clone(),
+                );
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: http::Request<Incoming>| {
                         let (r, h, n, behavior) =
@@ -86,9 +101,14 @@ impl Upstream {
                             Ok::<_, Infallible>(respond(&n, behavior, req).await)
                         }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    // Killing the upstream drops its open connections too, like a dead process.
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stop_conn.cancelled() => {}
+                    }
                 });
             }
         });
@@ -98,8 +118,13 @@ impl Upstream {
             requests,
             connections,
             last_headers,
-            task,
+            stop,
         }
+    }
+
+    /// Stops listening and drops every open connection, like a crashed process.
+    pub fn kill(&self) {
+        self.stop.cancel();
     }
 
     pub fn requests(&self) -> usize {
