@@ -217,7 +217,7 @@ impl Cluster {
     pub fn record(&self, endpoint: &Arc<Endpoint>, failed: bool, latency: Option<Duration>) {
         if let Some(l) = latency {
             endpoint
-                .ewma
+                .ewma()
                 .observe(l, self.now_ns(), self.config.ewma_decay.get());
         }
         let Some(od) = &self.config.outlier_detection else {
