@@ -95,10 +95,10 @@ fn least_latency_avoids_the_slow_endpoint_and_starts_new_ones_level() {
     let set = c.endpoints();
     let decay = std::time::Duration::from_secs(10);
     set.all[0]
-        .ewma
+        .ewma()
         .observe(std::time::Duration::from_millis(60), 1, decay);
     set.all[1]
-        .ewma
+        .ewma()
         .observe(std::time::Duration::from_millis(10), 1, decay);
     // Endpoint 2 has no history yet: scored like its competitor, so neither flooded nor shunned.
     let seq = picks(&c, 3000);
@@ -115,7 +115,7 @@ fn least_latency_avoids_the_slow_endpoint_and_starts_new_ones_level() {
     );
     // Once the new endpoint has answered fast, the slow one loses every comparison.
     set.all[2]
-        .ewma
+        .ewma()
         .observe(std::time::Duration::from_millis(10), 1, decay);
     let seq = picks(&c, 3000);
     assert_eq!(seq.iter().filter(|x| **x == 0).count(), 0);
