@@ -1,6 +1,7 @@
 //! The admin server (default 127.0.0.1:9901): `GET /metrics /ready /healthz /config /clusters`,
 //! `POST /shutdown`. It stays up through draining so probes and scrapes keep working.
 
+use crate::reload::Reloader;
 use crate::runtime::Runtime;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -15,7 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Serves admin connections until the process exits.
-pub async fn run(socket: TcpListener, runtime: Arc<Runtime>) {
+pub async fn run(socket: TcpListener, runtime: Arc<Runtime>, reloader: Arc<Reloader>) {
     loop {
         let (stream, _) = match socket.accept().await {
             Ok(s) => s,
@@ -25,11 +26,11 @@ pub async fn run(socket: TcpListener, runtime: Arc<Runtime>) {
                 continue;
             }
         };
-        let runtime = runtime.clone();
+        let (runtime, reloader) = (runtime.clone(), reloader.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let runtime = runtime.clone();
-                async move { Ok::<_, Infallible>(handle(req, &runtime)) }
+                let (runtime, reloader) = (runtime.clone(), reloader.clone());
+                async move { Ok::<_, Infallible>(handle(req, &runtime, &reloader).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -58,7 +59,11 @@ fn with_type(mut r: Response<Full<Bytes>>, ct: &'static str) -> Response<Full<By
     r
 }
 
-pub fn handle(req: Request<Incoming>, runtime: &Runtime) -> Response<Full<Bytes>> {
+pub async fn handle(
+    req: Request<Incoming>,
+    runtime: &Runtime,
+    reloader: &Reloader,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     let post = req.method() == Method::POST;
@@ -89,6 +94,15 @@ pub fn handle(req: Request<Incoming>, runtime: &Runtime) -> Response<Full<Bytes>
                 snap.loaded.source.display(),
                 snap.generation
             );
+            match runtime.last_reload_error() {
+                None => body.push_str("# last reload: ok\n"),
+                Some(e) => {
+                    body.push_str("# last reload: FAILED, this configuration stays in force:\n");
+                    for line in e.lines() {
+                        body.push_str(&format!("#   {line}\n"));
+                    }
+                }
+            }
             body.push_str(&crate::config::redacted_yaml(&snap.loaded.config));
             with_type(text(StatusCode::OK, body), "application/yaml")
         }
@@ -96,16 +110,44 @@ pub fn handle(req: Request<Incoming>, runtime: &Runtime) -> Response<Full<Bytes>
             text(StatusCode::OK, clusters_json(runtime)),
             "application/json",
         ),
+        "/listeners" if get => {
+            let list: Vec<_> = reloader
+                .listener_addrs()
+                .into_iter()
+                .map(
+                    |(name, addr)| serde_json::json!({ "name": name, "address": addr.to_string() }),
+                )
+                .collect();
+            with_type(
+                text(
+                    StatusCode::OK,
+                    serde_json::json!({ "listeners": list }).to_string(),
+                ),
+                "application/json",
+            )
+        }
+        "/reload" if post => match reloader.reload().await {
+            Ok(summary) => with_type(
+                text(
+                    StatusCode::OK,
+                    serde_json::to_string_pretty(&summary).unwrap_or_default(),
+                ),
+                "application/json",
+            ),
+            Err(e) => text(
+                StatusCode::BAD_REQUEST,
+                format!("reload failed; the running configuration stays:\n{e}\n"),
+            ),
+        },
         "/shutdown" if post => {
             runtime.shutdown.request();
             text(StatusCode::OK, "shutting down\n")
         }
-        "/metrics" | "/ready" | "/healthz" | "/config" | "/clusters" | "/shutdown" => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
+        "/metrics" | "/ready" | "/healthz" | "/config" | "/clusters" | "/listeners" | "/reload"
+        | "/shutdown" => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /metrics /ready /healthz /config /clusters\n",
+            "not found; try /metrics /ready /healthz /config /clusters /listeners\n",
         ),
     }
 }

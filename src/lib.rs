@@ -32,6 +32,7 @@ pub mod health;
 pub mod http_proxy;
 pub mod listener;
 pub mod metrics;
+pub mod reload;
 pub mod route;
 pub mod runtime;
 pub mod shutdown;
@@ -58,10 +59,10 @@ pub enum StartError {
     },
 }
 
-/// A running proxy: bound listeners, admin server and the shared runtime.
+/// A running proxy: bound listeners, admin server, the shared runtime and its reloader.
 pub struct Server {
     runtime: Arc<Runtime>,
-    listeners: Vec<(Arc<str>, SocketAddr)>,
+    reloader: Arc<reload::Reloader>,
     admin_addr: SocketAddr,
 }
 
@@ -93,30 +94,45 @@ impl Server {
             health::spawn(c);
         }
         metrics.config_reload.with_label_values(&["success"]).inc();
+        // Present from the start, so an alert on failures sees 0 rather than no series.
+        metrics.config_reload.with_label_values(&["failure"]);
+        metrics.config_generation.set(1);
+        metrics.config_last_success.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        );
+        let source = snapshot.loaded.source.clone();
         let runtime = Arc::new(Runtime::new(snapshot, metrics));
-        let listeners = bound
-            .iter()
-            .map(|l| (l.name.clone(), l.local_addr))
-            .collect();
-        tokio::spawn(admin::run(admin_socket, runtime.clone()));
+        let reloader = reload::Reloader::start(runtime.clone(), bound);
+        tokio::spawn(admin::run(admin_socket, runtime.clone(), reloader.clone()));
         tracing::info!(address = %admin_addr, "admin listening");
-        for l in bound {
-            tokio::spawn(l.run(runtime.clone()));
+        if cfg.server.watch_config && source.is_file() {
+            if let Err(e) = reload::spawn_watcher(reloader.clone(), source.clone()) {
+                tracing::warn!(file = %source.display(), error = %e, "cannot watch the config file; SIGHUP and POST /reload still reload");
+            }
         }
         runtime.set_ready();
         Ok(Server {
             runtime,
-            listeners,
+            reloader,
             admin_addr,
         })
     }
 
+    /// The reloader (what SIGHUP and `POST /reload` call).
+    pub fn reloader(&self) -> &Arc<reload::Reloader> {
+        &self.reloader
+    }
+
     /// The bound address of the listener named `name`.
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
-            .find(|(n, _)| &**n == name)
-            .map(|(_, a)| *a)
+        self.reloader
+            .listener_addrs()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a)
     }
 
     pub fn admin_addr(&self) -> SocketAddr {

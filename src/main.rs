@@ -138,7 +138,7 @@ fn serve(loaded: outrigger::config::LoadedConfig, demo: bool) -> anyhow::Result<
             let a = server.runtime().snapshot().loaded.config.listeners.first().and_then(|l| server.listener_addr(&l.name)).map(|a| a.to_string()).unwrap_or_default();
             eprintln!("\noutrigger demo is running. Try:\n  curl -s http://{a}/            (round robin over two upstreams)\n  curl -s http://{a}/canary      (90/10 split)\n  curl -s http://{}/clusters\n  curl -s http://{}/metrics\nCtrl-C drains and stops.\n", server.admin_addr(), server.admin_addr());
         }
-        spawn_signal_handler(server.runtime().clone())?;
+        spawn_signal_handlers(server.runtime().clone(), server.reloader().clone())?;
         let drained = server.run().await;
         if !drained {
             tracing::warn!("exiting with connections still open after the drain timeout");
@@ -147,18 +147,27 @@ fn serve(loaded: outrigger::config::LoadedConfig, demo: bool) -> anyhow::Result<
     })
 }
 
-fn spawn_signal_handler(
+fn spawn_signal_handlers(
     runtime: std::sync::Arc<outrigger::runtime::Runtime>,
+    reloader: std::sync::Arc<outrigger::reload::Reloader>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received"),
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
         runtime.shutdown.request();
+    });
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading");
+            // The outcome is logged and counted by the reloader.
+            let _ = reloader.reload().await;
+        }
     });
     Ok(())
 }

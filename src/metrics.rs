@@ -26,6 +26,9 @@ pub const CLUSTER_PANIC: &str = "outrigger_upstream_cluster_panic";
 pub const PROXY_ERRORS_TOTAL: &str = "outrigger_proxy_errors_total";
 pub const CONFIG_RELOAD_TOTAL: &str = "outrigger_config_reload_total";
 pub const BUILD_INFO: &str = "outrigger_build_info";
+pub const CONFIG_LAST_RELOAD_SUCCESS: &str =
+    "outrigger_config_last_reload_success_timestamp_seconds";
+pub const CONFIG_GENERATION: &str = "outrigger_config_generation";
 
 /// Latency buckets from 0.5 ms to 30 s: a sidecar's added latency is sub-millisecond, while
 /// upstream calls range to the default 15 s route timeout.
@@ -55,6 +58,8 @@ pub struct Metrics {
     pub outlier_ejections: IntCounterVec,
     pub cluster_panic: IntGaugeVec,
     pub config_reload: IntCounterVec,
+    pub config_last_success: prometheus::Gauge,
+    pub config_generation: IntGauge,
     pub build_info: IntGauge,
 }
 
@@ -194,6 +199,22 @@ impl Metrics {
                 CONFIG_RELOAD_TOTAL,
                 "Configuration loads, by result (success or failure).",
                 &["result"],
+            ),
+            config_last_success: reg(
+                &registry,
+                prometheus::Gauge::new(
+                    CONFIG_LAST_RELOAD_SUCCESS,
+                    "Unix time of the last configuration load that was applied.",
+                )
+                .expect("valid metric definition"),
+            ),
+            config_generation: reg(
+                &registry,
+                IntGauge::new(
+                    CONFIG_GENERATION,
+                    "Generation of the running configuration: 1 at start, +1 per applied reload.",
+                )
+                .expect("valid metric definition"),
             ),
             build_info,
             registry,

@@ -13,6 +13,8 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
     ready: AtomicBool,
+    /// The last reload's error, if it failed (shown by `GET /config`).
+    last_reload_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Runtime {
@@ -22,6 +24,7 @@ impl Runtime {
             metrics,
             shutdown: Shutdown::new(),
             ready: AtomicBool::new(false),
+            last_reload_error: std::sync::Mutex::new(None),
         }
     }
 
@@ -33,6 +36,20 @@ impl Runtime {
     /// Publishes a complete new snapshot in one store.
     pub fn publish(&self, snapshot: Snapshot) {
         self.snapshot.store(Arc::new(snapshot));
+    }
+
+    pub fn set_last_reload_error(&self, error: Option<String>) {
+        *self
+            .last_reload_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
+    pub fn last_reload_error(&self) -> Option<String> {
+        self.last_reload_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn set_ready(&self) {

@@ -64,6 +64,9 @@ pub struct Cluster {
     events: mpsc::Sender<Event>,
     pub(crate) events_rx: Mutex<Option<mpsc::Receiver<Event>>>,
     pub(crate) metrics: ClusterMetrics,
+    /// Cancelled when a reload replaces or removes this cluster: its task stops at once, so it
+    /// can no longer write the metric children the replacement shares.
+    pub(crate) retired: tokio_util::sync::CancellationToken,
 }
 
 impl Cluster {
@@ -139,6 +142,7 @@ impl Cluster {
             events,
             events_rx: Mutex::new(Some(events_rx)),
             metrics: cluster_metrics,
+            retired: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -248,6 +252,11 @@ impl Cluster {
             &self.metrics.connect_failures,
         )
         .await
+    }
+
+    /// Stops the cluster's task (a reload replaced or removed the cluster).
+    pub fn retire(&self) {
+        self.retired.cancel();
     }
 
     /// Copies per-endpoint atomics into their gauges (called when /metrics is scraped).

@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub drain_delay: ConfigDuration,
     /// Then wait at most this long for in-flight work.
     pub drain_timeout: ConfigDuration,
+    /// Reload when the config file changes on disk.
+    pub watch_config: bool,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +39,7 @@ impl Default for ServerConfig {
             worker_threads: 0,
             drain_delay: ConfigDuration::secs(0),
             drain_timeout: ConfigDuration::secs(15),
+            watch_config: true,
         }
     }
 }

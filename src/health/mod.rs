@@ -29,6 +29,7 @@ pub fn spawn(cluster: &Arc<Cluster>) -> tokio::task::JoinHandle<()> {
         .unwrap_or_else(|p| p.into_inner())
         .take();
     let weak = Arc::downgrade(cluster);
+    let retired = cluster.retired.clone();
     if let Some(hc) = &cluster.config.health_check {
         tracing::info!(
             cluster = %cluster.name,
@@ -42,7 +43,10 @@ pub fn spawn(cluster: &Arc<Cluster>) -> tokio::task::JoinHandle<()> {
     }
     tokio::spawn(async move {
         let Some(rx) = rx else { return };
-        run(weak, rx).await
+        tokio::select! {
+            _ = retired.cancelled() => {}
+            _ = run(weak, rx) => {}
+        }
     })
 }
 

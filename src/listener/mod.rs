@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 #[error("listeners[{index}] ({name}): cannot bind {address}: {source}")]
@@ -29,12 +30,14 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-/// A bound listening socket with the settings it serves connections with.
+/// A bound listening socket with the settings it serves connections with. The socket is
+/// shared so that a reload can hand it from one accept loop to the next without closing it.
+#[derive(Clone)]
 pub struct Listener {
     pub name: Arc<str>,
     pub local_addr: SocketAddr,
-    socket: TcpListener,
-    config: ListenerConfig,
+    pub(crate) socket: Arc<TcpListener>,
+    pub config: ListenerConfig,
 }
 
 impl Listener {
@@ -50,14 +53,31 @@ impl Listener {
         Ok(Listener {
             name: cfg.name.as_str().into(),
             local_addr,
-            socket,
+            socket: Arc::new(socket),
             config: cfg.clone(),
         })
     }
 
-    /// Accepts until the runtime starts draining. Waiting for a permit before `accept` leaves
-    /// excess connections in the kernel's backlog rather than taking them and starving them.
-    pub async fn run(self, runtime: Arc<Runtime>) {
+    /// The same socket under a new listener definition (a reload that kept the address).
+    pub fn with_config(&self, cfg: &ListenerConfig) -> Listener {
+        Listener {
+            name: cfg.name.as_str().into(),
+            local_addr: self.local_addr,
+            socket: self.socket.clone(),
+            config: cfg.clone(),
+        }
+    }
+
+    /// Accepts until the runtime drains or `stop` is cancelled (a reload removed or replaced
+    /// this listener). Waiting for a permit before `accept` leaves excess connections in the
+    /// kernel's backlog rather than taking them and starving them. A stopped listener's
+    /// connections close once idle and are cut after the drain timeout.
+    pub async fn run(
+        self,
+        runtime: Arc<Runtime>,
+        stop: CancellationToken,
+        close_connections: CancellationToken,
+    ) {
         debug_assert_eq!(self.config.protocol, ListenerProtocol::Http);
         let limits = &self.config.limits;
         let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -77,6 +97,7 @@ impl Listener {
         loop {
             let permit = tokio::select! {
                 _ = drain.cancelled() => break,
+                _ = stop.cancelled() => break,
                 p = permits.clone().acquire_owned() => match p {
                     Ok(p) => p,
                     Err(_) => break,
@@ -84,6 +105,7 @@ impl Listener {
             };
             let (stream, peer) = tokio::select! {
                 _ = drain.cancelled() => break,
+                _ = stop.cancelled() => break,
                 r = self.socket.accept() => match r {
                     Ok(s) => s,
                     Err(e) => {
@@ -106,6 +128,7 @@ impl Listener {
                 builder: builder.clone(),
                 idle_timeout,
                 max_head,
+                close: close_connections.clone(),
             };
             let active = active.clone();
             runtime.shutdown.track(async move {
@@ -141,6 +164,8 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     idle_timeout: Duration,
     max_head: usize,
+    /// Cancelled when a reload removes the listener: close like a drain.
+    close: CancellationToken,
 }
 
 impl Connection {
@@ -155,6 +180,16 @@ impl Connection {
             self.max_head,
         ));
         let drain = self.down.runtime.shutdown.drain_token();
+        let drain_timeout = self
+            .down
+            .runtime
+            .snapshot()
+            .loaded
+            .config
+            .server
+            .drain_timeout
+            .get();
+        let close = self.close;
         let down = Arc::new(self.down);
         let svc = service_fn(move |req| {
             let down = down.clone();
@@ -165,6 +200,9 @@ impl Connection {
         let mut closing = false;
         let idle_check = tokio::time::sleep(self.idle_timeout);
         tokio::pin!(idle_check);
+        // Armed when closing starts: past it, in-flight work on this connection is cut.
+        let cutoff = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(cutoff);
         loop {
             tokio::select! {
                 res = conn.as_mut() => {
@@ -178,6 +216,15 @@ impl Connection {
                 _ = drain.cancelled(), if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                }
+                _ = close.cancelled(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    cutoff.as_mut().reset(Instant::now() + drain_timeout);
+                }
+                _ = &mut cutoff, if closing => {
+                    tracing::debug!("closing a removed listener's connection at the drain timeout");
+                    return;
                 }
                 _ = &mut idle_check, if !closing && !self.idle_timeout.is_zero() => {
                     match tracker.idle_for() {

@@ -9,6 +9,7 @@ mod errors;
 mod health;
 mod limits;
 mod policies;
+mod reload;
 mod routing;
 mod shutdown;
 mod smuggling;

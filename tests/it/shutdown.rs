@@ -11,6 +11,7 @@ pub struct Binary {
     pub child: Child,
     pub listener: SocketAddr,
     pub admin: SocketAddr,
+    pub config: std::path::PathBuf,
 }
 
 impl Drop for Binary {
@@ -59,6 +60,7 @@ pub fn start_binary(yaml: &str) -> Binary {
         child,
         listener: listener.unwrap(),
         admin: admin.unwrap(),
+        config: path,
     }
 }
 
@@ -136,4 +138,43 @@ clusters:
         sent_at.elapsed()
     );
     assert!(idle.is_closed() || sent_at.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_running_binary() {
+    let a = Upstream::start("a", Behavior::Name).await;
+    let b = Upstream::start("b", Behavior::Name).await;
+    let text = |target: &str| {
+        format!(
+            r#"
+server: {{ watch_config: false }}
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - name: ingress
+    address: 127.0.0.1:0
+    routes: [{{ match: {{ path_prefix: / }}, cluster: {target} }}]
+clusters:
+  - {{ name: a, endpoints: [{{address: "{}"}}] }}
+  - {{ name: b, endpoints: [{{address: "{}"}}] }}
+"#,
+            a.addr, b.addr
+        )
+    };
+    let bin = start_binary(&text("a"));
+    let (listener, admin) = (bin.listener, bin.admin);
+    crate::support::eventually(Duration::from_secs(5), "ready", || async move {
+        (get(admin, "/ready").await.status == 200).then_some(())
+    })
+    .await;
+    assert_eq!(get(listener, "/").await.text(), "a");
+    std::fs::write(&bin.config, text("b")).unwrap();
+    // watch_config is off: only the signal can make this change visible.
+    assert_eq!(get(listener, "/").await.text(), "a");
+    signal(&bin.child, "-HUP");
+    crate::support::eventually(
+        Duration::from_secs(5),
+        "SIGHUP reload routes to b",
+        || async move { (get(listener, "/").await.text() == "b").then_some(()) },
+    )
+    .await;
 }

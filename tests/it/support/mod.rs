@@ -38,6 +38,29 @@ impl Proxy {
         Proxy { server }
     }
 
+    /// Starts outrigger on a config file (so it can be reloaded).
+    pub async fn start_file(path: &std::path::Path) -> Proxy {
+        let loaded = outrigger::config::load(path)
+            .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+        let server = outrigger::Server::start(loaded)
+            .await
+            .expect("proxy starts");
+        Proxy { server }
+    }
+
+    /// `POST /reload`: (status, body).
+    pub async fn reload(&self) -> (u16, String) {
+        let mut c = H1::connect(self.admin()).await;
+        let r = c
+            .send(
+                request("POST", self.admin(), "/reload")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await;
+        (r.status, r.text())
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.listener("ingress")
     }
@@ -55,6 +78,26 @@ impl Proxy {
         assert_eq!(r.status, 200);
         r.text()
     }
+}
+
+/// A fresh temporary folder for one test.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "outrigger-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Replaces a file atomically (write beside it, then rename), as config tooling does.
+pub fn write_atomic(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// A response read completely.

@@ -1,0 +1,383 @@
+//! The one reload path. SIGHUP, `POST /reload` and a change of the config file on disk all call
+//! `Reloader::reload`, which reads and validates the whole file, builds a complete new snapshot
+//! beside the running one (reusing unchanged clusters with their health, balancer state and
+//! pools), binds any new listener addresses, and only then publishes with one `ArcSwap` store.
+//! Anything failing before the store changes nothing. After it, removed listeners stop
+//! accepting and drain, and replaced clusters' tasks are retired.
+
+use crate::cluster::Cluster;
+use crate::config::{self, ConfigError, ListenerConfig};
+use crate::listener::{BindError, Listener};
+use crate::runtime::Runtime;
+use crate::snapshot::{Snapshot, SnapshotError};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Build(#[from] SnapshotError),
+    #[error("{0}")]
+    Bind(#[from] BindError),
+    #[error("shutting down: reloads are refused")]
+    ShuttingDown,
+}
+
+/// What a reload changed, by name.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub generation: u64,
+    pub listeners: Changes,
+    pub clusters: Changes,
+    /// Listeners whose route table (or default cluster) changed.
+    pub routes_changed: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// An accept loop and the tokens that end it.
+struct Running {
+    listener: Listener,
+    /// Stops the accept loop.
+    stop: CancellationToken,
+    /// Closes the loop's connections (a removed listener drains them).
+    close: CancellationToken,
+}
+
+pub struct Reloader {
+    runtime: Arc<Runtime>,
+    running: tokio::sync::Mutex<Vec<Running>>,
+    /// (name, bound address) of each listener, for `/listeners` and tests.
+    addrs: Mutex<Vec<(String, SocketAddr)>>,
+    /// Content hash of the file as last read by a reload, so the watcher ignores events that
+    /// did not change it.
+    last_seen: Mutex<Option<u64>>,
+}
+
+impl Reloader {
+    /// Starts an accept loop for each bound listener.
+    pub(crate) fn start(runtime: Arc<Runtime>, listeners: Vec<Listener>) -> Arc<Reloader> {
+        let running: Vec<Running> = listeners
+            .into_iter()
+            .map(|l| spawn_accept(&runtime, l))
+            .collect();
+        let addrs = running
+            .iter()
+            .map(|r| (r.listener.name.to_string(), r.listener.local_addr))
+            .collect();
+        Arc::new(Reloader {
+            runtime,
+            running: tokio::sync::Mutex::new(running),
+            addrs: Mutex::new(addrs),
+            last_seen: Mutex::new(None),
+        })
+    }
+
+    pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.addrs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reloads the config file the running snapshot came from. Concurrent calls run one after
+    /// the other.
+    pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        let mut running = self.running.lock().await;
+        let result = self.apply(&mut running).await;
+        let m = &self.runtime.metrics;
+        match &result {
+            Ok(summary) => {
+                m.config_reload.with_label_values(&["success"]).inc();
+                m.config_last_success.set(unix_now());
+                m.config_generation.set(summary.generation as i64);
+                self.runtime.set_last_reload_error(None);
+                tracing::info!(
+                    generation = summary.generation,
+                    summary = %serde_json::to_string(summary).unwrap_or_default(),
+                    "configuration reloaded"
+                );
+            }
+            Err(e) => {
+                m.config_reload.with_label_values(&["failure"]).inc();
+                self.runtime.set_last_reload_error(Some(e.to_string()));
+                tracing::warn!(error = %e, "reload rejected; the running configuration stays");
+            }
+        }
+        result
+    }
+
+    async fn apply(&self, running: &mut Vec<Running>) -> Result<ReloadSummary, ReloadError> {
+        if self.runtime.shutdown.is_requested() {
+            return Err(ReloadError::ShuttingDown);
+        }
+        let old = self.runtime.snapshot();
+        let path = old.loaded.source.clone();
+        *self.last_seen.lock().unwrap_or_else(|p| p.into_inner()) = content_hash(&path);
+        let loaded = config::load(&path)?;
+        let snapshot = Snapshot::build(
+            loaded,
+            Some(&old),
+            &self.runtime.metrics,
+            old.generation + 1,
+        )?;
+        let cfg = &snapshot.loaded.config;
+
+        // Listeners: reuse a running socket when the address is the same; bind the rest now,
+        // before the store, so a bind failure changes nothing.
+        // Each running socket goes to at most one listener: the same name at the same address
+        // first, then (renames) the same concrete address. Port 0 means "any port", so it only
+        // matches by name.
+        let mut plan = Vec::with_capacity(cfg.listeners.len());
+        let mut claimed = vec![false; running.len()];
+        for (i, lc) in cfg.listeners.iter().enumerate() {
+            let by_name = running.iter().enumerate().position(|(k, r)| {
+                !claimed[k] && *r.listener.name == *lc.name && same_address(&r.listener, lc)
+            });
+            let by_addr = || {
+                running.iter().enumerate().position(|(k, r)| {
+                    !claimed[k] && matches!(lc.address.parse::<SocketAddr>(), Ok(a) if a.port() != 0 && a == r.listener.local_addr)
+                })
+            };
+            match by_name.or_else(by_addr) {
+                Some(k) => {
+                    claimed[k] = true;
+                    plan.push(Plan::Reuse(k, lc.clone()));
+                }
+                None => plan.push(Plan::New(Listener::bind(i, lc).await?)),
+            }
+        }
+
+        let summary = summarize(&old, &snapshot);
+        let new_clusters: Vec<Arc<Cluster>> = snapshot
+            .clusters
+            .iter()
+            .filter(|c| old.cluster(&c.name).is_none_or(|o| !Arc::ptr_eq(o, c)))
+            .cloned()
+            .collect();
+        let retired: Vec<Arc<Cluster>> = old
+            .clusters
+            .iter()
+            .filter(|o| snapshot.cluster(&o.name).is_none_or(|c| !Arc::ptr_eq(o, c)))
+            .cloned()
+            .collect();
+        let generation = snapshot.generation;
+        self.runtime.publish(snapshot);
+
+        // After the store: start, restart and stop accept loops.
+        let mut kept = vec![false; running.len()];
+        let mut next = Vec::with_capacity(plan.len());
+        for p in plan {
+            match p {
+                Plan::Reuse(k, lc) => {
+                    kept[k] = true;
+                    let r = &running[k];
+                    if r.listener.config.name == lc.name
+                        && accept_settings_equal(&r.listener.config, &lc)
+                    {
+                        next.push(Running {
+                            listener: r.listener.with_config(&lc),
+                            stop: r.stop.clone(),
+                            close: r.close.clone(),
+                        });
+                    } else {
+                        // New settings on the same socket: the old loop's connections finish
+                        // on theirs; new connections get the new ones.
+                        r.stop.cancel();
+                        next.push(spawn_accept(&self.runtime, r.listener.with_config(&lc)));
+                    }
+                }
+                Plan::New(l) => next.push(spawn_accept(&self.runtime, l)),
+            }
+        }
+        for (r, keep) in running.iter().zip(kept) {
+            if !keep {
+                tracing::info!(listener = %r.listener.name, "listener removed: draining its connections");
+                r.stop.cancel();
+                r.close.cancel();
+            }
+        }
+        *running = next;
+        *self.addrs.lock().unwrap_or_else(|p| p.into_inner()) = running
+            .iter()
+            .map(|r| (r.listener.name.to_string(), r.listener.local_addr))
+            .collect();
+        for c in &retired {
+            c.retire();
+        }
+        for c in &new_clusters {
+            crate::health::spawn(c);
+        }
+        Ok(ReloadSummary {
+            generation,
+            ..summary
+        })
+    }
+
+    /// Whether the file's content differs from what the last reload read.
+    fn file_changed(&self, path: &Path) -> bool {
+        let now = content_hash(path);
+        now.is_some() && now != *self.last_seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+enum Plan {
+    Reuse(usize, ListenerConfig),
+    New(Listener),
+}
+
+fn spawn_accept(runtime: &Arc<Runtime>, listener: Listener) -> Running {
+    let stop = CancellationToken::new();
+    let close = CancellationToken::new();
+    tokio::spawn(
+        listener
+            .clone()
+            .run(runtime.clone(), stop.clone(), close.clone()),
+    );
+    Running {
+        listener,
+        stop,
+        close,
+    }
+}
+
+fn same_address(running: &Listener, cfg: &ListenerConfig) -> bool {
+    if running.config.address == cfg.address {
+        return true;
+    }
+    matches!(cfg.address.parse::<SocketAddr>(), Ok(a) if a.port() != 0 && a == running.local_addr)
+}
+
+/// Equal in everything the accept loop uses (routes live in the snapshot, not here).
+fn accept_settings_equal(a: &ListenerConfig, b: &ListenerConfig) -> bool {
+    a.protocol == b.protocol
+        && a.limits == b.limits
+        && a.tls == b.tls
+        && a.access_log == b.access_log
+        && a.accept_proxy_protocol == b.accept_proxy_protocol
+}
+
+fn summarize(old: &Snapshot, new: &Snapshot) -> ReloadSummary {
+    let oc = &old.loaded.config;
+    let nc = &new.loaded.config;
+    let mut listeners = Changes::default();
+    let mut routes_changed = Vec::new();
+    for l in &nc.listeners {
+        match oc.listeners.iter().find(|o| o.name == l.name) {
+            None => listeners.added.push(l.name.clone()),
+            Some(o) => {
+                if o.address != l.address || !accept_settings_equal(o, l) {
+                    listeners.changed.push(l.name.clone());
+                }
+                if o.routes != l.routes || o.cluster != l.cluster {
+                    routes_changed.push(l.name.clone());
+                }
+            }
+        }
+    }
+    for o in &oc.listeners {
+        if !nc.listeners.iter().any(|l| l.name == o.name) {
+            listeners.removed.push(o.name.clone());
+        }
+    }
+    let mut clusters = Changes::default();
+    for c in &new.clusters {
+        match old.cluster(&c.name) {
+            None => clusters.added.push(c.name.clone()),
+            Some(o) if !Arc::ptr_eq(o, c) => clusters.changed.push(c.name.clone()),
+            Some(_) => {}
+        }
+    }
+    for o in &old.clusters {
+        if new.cluster(&o.name).is_none() {
+            clusters.removed.push(o.name.clone());
+        }
+    }
+    if listeners.is_empty() && clusters.is_empty() && routes_changed.is_empty() {
+        tracing::debug!("reload: no changes");
+    }
+    ReloadSummary {
+        generation: new.generation,
+        listeners,
+        clusters,
+        routes_changed,
+    }
+}
+
+fn content_hash(path: &Path) -> Option<u64> {
+    std::fs::read(path)
+        .ok()
+        .map(|b| crate::balancer::hash_key(&b))
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Watches the config file's folder (which also catches Kubernetes ConfigMap updates, where the
+/// file is a symlink through `..data` and the folder's `..data` link is swapped atomically) and
+/// reloads, after ~250 ms of quiet, when the file's content changed.
+pub fn spawn_watcher(reloader: Arc<Reloader>, path: PathBuf) -> Result<(), notify::Error> {
+    use notify::{RecursiveMode, Watcher};
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // A closed channel means the watcher task is gone with the process.
+        let _ = tx.send(event.is_ok());
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    // A config file that is a symlink to a file elsewhere is also watched where it lives
+    // (edits in place there raise no event in the link's folder).
+    if let Some(target_dir) = std::fs::canonicalize(&path)
+        .ok()
+        .and_then(|t| t.parent().map(Path::to_path_buf))
+    {
+        if std::fs::canonicalize(&dir).ok().as_deref() != Some(target_dir.as_path()) {
+            if let Err(e) = watcher.watch(&target_dir, RecursiveMode::NonRecursive) {
+                tracing::debug!(folder = %target_dir.display(), error = %e, "cannot watch the config file's target folder");
+            }
+        }
+    }
+    tracing::info!(folder = %dir.display(), "watching the config file for changes");
+    tokio::spawn(async move {
+        // Moved in so the watcher lives as long as this task.
+        let _watcher = watcher;
+        while rx.recv().await.is_some() {
+            // Debounce: editors and ConfigMap updates write in several steps.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(250), rx.recv()).await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            if reloader.file_changed(&path) {
+                tracing::info!(file = %path.display(), "config file changed: reloading");
+                // The outcome is logged and counted inside reload().
+                let _ = reloader.reload().await;
+            }
+        }
+    });
+    Ok(())
+}
