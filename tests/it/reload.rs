@@ -311,9 +311,7 @@ async fn listeners_are_added_and_removed_by_reload() {
     let path = dir.join("outrigger.yaml");
     write_atomic(&path, &config(&a, &b, "a", false, ""));
     let proxy = Proxy::start_file(&path).await;
-    let extra = format!(
-        "  - {{ name: extra, address: \"127.0.0.1:0\", routes: [{{ match: {{ path_prefix: / }}, cluster: slow }}] }}\n"
-    );
+    let extra = "  - { name: extra, address: \"127.0.0.1:0\", routes: [{ match: { path_prefix: / }, cluster: slow }] }\n";
     let with_slow = |t: String| {
         t.replace(
             "clusters:\n",
@@ -323,7 +321,7 @@ async fn listeners_are_added_and_removed_by_reload() {
             ),
         )
     };
-    write_atomic(&path, &with_slow(config(&a, &b, "a", false, &extra)));
+    write_atomic(&path, &with_slow(config(&a, &b, "a", false, extra)));
     let (status, body) = proxy.reload().await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"extra\""), "{body}");
