@@ -23,6 +23,12 @@ pub const UPSTREAM_ENDPOINT_EFFECTIVE_WEIGHT: &str = "outrigger_upstream_endpoin
 pub const HEALTH_CHECK_TOTAL: &str = "outrigger_health_check_total";
 pub const OUTLIER_EJECTIONS_TOTAL: &str = "outrigger_outlier_ejections_total";
 pub const CLUSTER_PANIC: &str = "outrigger_upstream_cluster_panic";
+pub const TIMEOUTS_TOTAL: &str = "outrigger_timeouts_total";
+pub const DOWNSTREAM_TIMEOUTS_TOTAL: &str = "outrigger_downstream_timeouts_total";
+pub const RETRIES_TOTAL: &str = "outrigger_upstream_retries_total";
+pub const CIRCUIT_BREAKER_OVERFLOW_TOTAL: &str = "outrigger_circuit_breaker_overflow_total";
+pub const CIRCUIT_BREAKER_OPEN: &str = "outrigger_circuit_breaker_open";
+pub const LOAD_SHED_TOTAL: &str = "outrigger_load_shed_total";
 pub const PROXY_ERRORS_TOTAL: &str = "outrigger_proxy_errors_total";
 pub const CONFIG_RELOAD_TOTAL: &str = "outrigger_config_reload_total";
 pub const BUILD_INFO: &str = "outrigger_build_info";
@@ -57,6 +63,12 @@ pub struct Metrics {
     pub health_checks: IntCounterVec,
     pub outlier_ejections: IntCounterVec,
     pub cluster_panic: IntGaugeVec,
+    pub timeouts: IntCounterVec,
+    pub downstream_timeouts: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub breaker_overflow: IntCounterVec,
+    pub breaker_open: IntGaugeVec,
+    pub load_shed: IntCounterVec,
     pub config_reload: IntCounterVec,
     pub config_last_success: prometheus::Gauge,
     pub config_generation: IntGauge,
@@ -194,6 +206,32 @@ impl Metrics {
                 CLUSTER_PANIC,
                 "1 while too few endpoints are healthy and the cluster balances over all of them.",
                 &["cluster"],
+            ),
+            timeouts: counter(
+                TIMEOUTS_TOTAL,
+                "Timeouts by kind: route (whole request), per_try, connect.",
+                &["cluster", "kind"],
+            ),
+            downstream_timeouts: counter(
+                DOWNSTREAM_TIMEOUTS_TOTAL,
+                "Client connections closed by a listener timeout: idle, header_read.",
+                &["listener", "kind"],
+            ),
+            retries: counter(RETRIES_TOTAL, "Retries sent (beyond first tries).", &["cluster"]),
+            breaker_overflow: counter(
+                CIRCUIT_BREAKER_OVERFLOW_TOTAL,
+                "Requests refused by a circuit breaker, by limit: connections, pending, requests.",
+                &["cluster", "kind"],
+            ),
+            breaker_open: gauge(
+                CIRCUIT_BREAKER_OPEN,
+                "1 while some circuit breaker limit of the cluster is reached.",
+                &["cluster"],
+            ),
+            load_shed: counter(
+                LOAD_SHED_TOTAL,
+                "Connections and requests refused at once because a listener or process limit was reached.",
+                &["listener", "reason"],
             ),
             config_reload: counter(
                 CONFIG_RELOAD_TOTAL,

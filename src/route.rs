@@ -65,6 +65,8 @@ pub struct Route {
     pub headers_add: Vec<(HeaderName, HeaderValue)>,
     /// Name the chosen endpoint in an `x-outrigger-upstream` response header.
     pub add_upstream_header: bool,
+    pub retry: Option<crate::http_proxy::retry::RetryPolicy>,
+    pub rate_limit: Option<crate::http_proxy::rate_limit::RateLimiter>,
 }
 
 struct Rewrite {
@@ -315,6 +317,16 @@ fn build_route(
             &r.request_headers_add,
             &format!("{path}.request_headers_add"),
         )?,
+        retry: r
+            .retries
+            .as_ref()
+            .map(crate::http_proxy::retry::RetryPolicy::new),
+        rate_limit: r.rate_limit.as_ref().map(|rl| {
+            crate::http_proxy::rate_limit::RateLimiter::new(
+                rl.requests_per_second,
+                rl.burst.unwrap_or(rl.requests_per_second),
+            )
+        }),
     })
 }
 

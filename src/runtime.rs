@@ -13,6 +13,8 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
     ready: AtomicBool,
+    /// Requests in flight in the whole process (for `server.max_in_flight_requests`).
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// The last reload's error, if it failed (shown by `GET /config`).
     last_reload_error: std::sync::Mutex<Option<String>>,
 }
@@ -25,6 +27,7 @@ impl Runtime {
             shutdown: Shutdown::new(),
             ready: AtomicBool::new(false),
             last_reload_error: std::sync::Mutex::new(None),
+            in_flight: Default::default(),
         }
     }
 
@@ -36,6 +39,15 @@ impl Runtime {
     /// Publishes a complete new snapshot in one store.
     pub fn publish(&self, snapshot: Snapshot) {
         self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// Admits a request under the process-wide in-flight limit (`max` 0 = none); `None` means
+    /// shed it.
+    pub fn admit(&self, max: usize) -> Option<Option<crate::cluster::circuit_breaker::Slot>> {
+        if max == 0 {
+            return Some(None);
+        }
+        crate::cluster::circuit_breaker::take(&self.in_flight, max).map(Some)
     }
 
     pub fn set_last_reload_error(&self, error: Option<String>) {

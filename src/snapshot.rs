@@ -23,6 +23,8 @@ pub enum SnapshotError {
 pub struct ListenerState {
     pub routes: RouteTable,
     pub no_route_requests: IntCounter,
+    /// Requests refused by `server.max_in_flight_requests`.
+    pub shed_requests: IntCounter,
     errors: Vec<IntCounter>,
 }
 
@@ -92,6 +94,9 @@ impl Snapshot {
                 ListenerState {
                     routes,
                     no_route_requests,
+                    shed_requests: metrics
+                        .load_shed
+                        .with_label_values(&[&l.name, "max_in_flight_requests"]),
                     errors,
                 },
             );

@@ -4,6 +4,7 @@
 //! transitions, outlier ejections and slow-start ramps all flow through that one writer. The
 //! request path reports failures to it over a channel.
 
+pub mod circuit_breaker;
 mod endpoint;
 pub mod pool;
 
@@ -44,6 +45,12 @@ pub(crate) struct ClusterMetrics {
     pub health_failure: IntCounter,
     pub ejections: IntCounter,
     pub panic: IntGauge,
+    pub retries: IntCounter,
+    /// Indexed like `circuit_breaker::Overflow`: connections, pending, requests.
+    pub overflow: [IntCounter; 3],
+    pub breaker_open: IntGauge,
+    /// route, per_try, connect.
+    pub timeouts: [IntCounter; 3],
 }
 
 /// What the request path tells the cluster's task.
@@ -67,6 +74,7 @@ pub struct Cluster {
     /// Cancelled when a reload replaces or removes this cluster: its task stops at once, so it
     /// can no longer write the metric children the replacement shares.
     pub(crate) retired: tokio_util::sync::CancellationToken,
+    pub breaker: circuit_breaker::Breaker,
 }
 
 impl Cluster {
@@ -130,6 +138,12 @@ impl Cluster {
             health_failure: metrics.health_checks.with_label_values(&[name, "failure"]),
             ejections: metrics.outlier_ejections.with_label_values(&[name]),
             panic: metrics.cluster_panic.with_label_values(&[name]),
+            retries: metrics.retries.with_label_values(&[name]),
+            overflow: ["connections", "pending", "requests"]
+                .map(|k| metrics.breaker_overflow.with_label_values(&[name, k])),
+            breaker_open: metrics.breaker_open.with_label_values(&[name]),
+            timeouts: ["route", "per_try", "connect"]
+                .map(|k| metrics.timeouts.with_label_values(&[name, k])),
         };
         cluster_metrics.panic.set(set.panic as i64);
         Ok(Cluster {
@@ -143,6 +157,14 @@ impl Cluster {
             events_rx: Mutex::new(Some(events_rx)),
             metrics: cluster_metrics,
             retired: tokio_util::sync::CancellationToken::new(),
+            breaker: match &cfg.circuit_breaker {
+                Some(cb) => circuit_breaker::Breaker::new(
+                    cb.max_connections as usize,
+                    cb.max_pending_requests as usize,
+                    cb.max_requests as usize,
+                ),
+                None => circuit_breaker::Breaker::unlimited(),
+            },
         })
     }
 
@@ -243,15 +265,27 @@ impl Cluster {
         }
     }
 
-    /// Opens a new upstream connection to `endpoint`.
+    /// Opens a new upstream connection to `endpoint`, within the circuit breaker's connection
+    /// and pending-request limits.
     pub async fn connect(&self, endpoint: &Endpoint) -> Result<pool::Sender, pool::ConnectError> {
-        pool::connect(
+        let overflow = |o: circuit_breaker::Overflow| {
+            self.metrics.overflow[o as usize].inc();
+            pool::ConnectError::Overflow(o)
+        };
+        let _pending = self.breaker.pending().map_err(overflow)?;
+        let slot = self.breaker.connection().map_err(overflow)?;
+        let result = pool::connect(
             endpoint.address,
             self.config.connect_timeout.get(),
             &self.metrics.connections_active,
             &self.metrics.connect_failures,
+            slot,
         )
-        .await
+        .await;
+        if let Err(pool::ConnectError::Timeout { .. }) = &result {
+            self.metrics.timeouts[2].inc();
+        }
+        result
     }
 
     /// Stops the cluster's task (a reload replaced or removed the cluster).
@@ -261,6 +295,7 @@ impl Cluster {
 
     /// Copies per-endpoint atomics into their gauges (called when /metrics is scraped).
     pub fn refresh_gauges(&self) {
+        self.metrics.breaker_open.set(self.breaker.is_open() as i64);
         for e in self.endpoints.load().all.iter() {
             e.refresh_gauges();
         }

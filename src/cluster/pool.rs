@@ -27,6 +27,8 @@ pub enum ConnectError {
         #[source]
         source: std::io::Error,
     },
+    #[error("circuit breaker: too many {}", .0.as_str())]
+    Overflow(super::circuit_breaker::Overflow),
     #[error("HTTP/1.1 handshake with {endpoint} failed: {source}")]
     Handshake {
         endpoint: SocketAddr,
@@ -107,6 +109,7 @@ pub async fn connect(
     timeout: Duration,
     active: &IntGauge,
     failures: &IntCounter,
+    slot: super::circuit_breaker::Slot,
 ) -> Result<Sender, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(endpoint)).await {
         Ok(Ok(s)) => s,
@@ -137,6 +140,7 @@ pub async fn connect(
             tracing::debug!(endpoint = %endpoint, error = %e, "upstream connection ended with an error");
         }
         active.dec();
+        drop(slot);
     });
     Ok(sender)
 }

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub drain_timeout: ConfigDuration,
     /// Reload when the config file changes on disk.
     pub watch_config: bool,
+    /// Requests in flight across all listeners before new ones are refused with 503; 0 = no limit.
+    pub max_in_flight_requests: usize,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +42,7 @@ impl Default for ServerConfig {
             drain_delay: ConfigDuration::secs(0),
             drain_timeout: ConfigDuration::secs(15),
             watch_config: true,
+            max_in_flight_requests: 0,
         }
     }
 }
@@ -212,13 +215,52 @@ pub struct WeightedClusterConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
+    /// Retries after the first try.
     pub attempts: u32,
-    #[serde(default)]
+    #[serde(default = "default_retry_on")]
     pub on: Vec<RetryOn>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try_timeout: Option<ConfigDuration>,
+    /// Retries may add at most this share of requests (per route, over 10 s); absent = no
+    /// budget, only `attempts` bounds retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_percent: Option<u32>,
+    /// Retries always allowed per second on top of the budget, for low-traffic routes.
+    #[serde(default = "default_min_retries_per_second")]
+    pub min_retries_per_second: u32,
+    /// Exponential backoff with full jitter: the first retry waits up to this.
+    #[serde(default = "default_backoff_base")]
+    pub backoff_base: ConfigDuration,
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max: ConfigDuration,
+    /// Retry POST and PATCH too (they may not be idempotent); connect failures are always
+    /// retried, as nothing was sent.
+    #[serde(default)]
+    pub retry_non_idempotent: bool,
+    /// Request bodies up to this size (with a known length) are buffered so they can be sent
+    /// again; larger or streamed bodies are not retried.
+    #[serde(default = "default_retry_buffer_kb")]
+    pub max_body_kb: usize,
+}
+
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![
+        RetryOn::ConnectFailure,
+        RetryOn::RefusedStream,
+        RetryOn::Reset,
+    ]
+}
+fn default_min_retries_per_second() -> u32 {
+    3
+}
+fn default_backoff_base() -> ConfigDuration {
+    ConfigDuration::millis(25)
+}
+fn default_backoff_max() -> ConfigDuration {
+    ConfigDuration::millis(250)
+}
+fn default_retry_buffer_kb() -> usize {
+    64
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -230,6 +272,7 @@ pub enum RetryOn {
     #[serde(rename = "5xx")]
     Status5xx,
     GatewayError,
+    #[serde(rename = "retriable-4xx")]
     Retriable4xx,
 }
 

@@ -276,11 +276,40 @@ fn check_route(c: &mut Checker, p: &str, r: &RouteConfig, clusters: &HashSet<&st
             );
         }
     }
-    if r.retries.is_some() {
-        c.unsupported(format!("{p}.retries"), "retries");
+    if let Some(rt) = &r.retries {
+        let rp = format!("{p}.retries");
+        if rt.attempts > 10 {
+            c.push(format!("{rp}.attempts"), "must be at most 10");
+        }
+        if rt.on.is_empty() {
+            c.push(format!("{rp}.on"), "list at least one condition");
+        }
+        if rt.budget_percent.is_some_and(|b| b > 1000) {
+            c.push(format!("{rp}.budget_percent"), "must be between 0 and 1000");
+        }
+        if rt.per_try_timeout.is_some_and(|t| t.is_zero()) {
+            c.push(format!("{rp}.per_try_timeout"), "must be greater than 0s");
+        }
+        if rt.backoff_base.is_zero() || rt.backoff_max.get() < rt.backoff_base.get() {
+            c.push(
+                format!("{rp}.backoff_max"),
+                "backoff_base must be > 0s and backoff_max at least backoff_base",
+            );
+        }
+        if rt.max_body_kb > 16 * 1024 {
+            c.push(format!("{rp}.max_body_kb"), "must be at most 16384");
+        }
     }
-    if r.rate_limit.is_some() {
-        c.unsupported(format!("{p}.rate_limit"), "rate limiting");
+    if let Some(rl) = &r.rate_limit {
+        if rl.requests_per_second == 0 {
+            c.push(
+                format!("{p}.rate_limit.requests_per_second"),
+                "must be at least 1",
+            );
+        }
+        if rl.burst == Some(0) {
+            c.push(format!("{p}.rate_limit.burst"), "must be at least 1");
+        }
     }
 }
 
@@ -440,7 +469,15 @@ fn check_cluster(c: &mut Checker, p: &str, cl: &ClusterConfig) {
     if cl.tls.is_some() {
         c.unsupported(format!("{p}.tls"), "upstream TLS");
     }
-    if cl.circuit_breaker.is_some() {
-        c.unsupported(format!("{p}.circuit_breaker"), "circuit breaking");
+    if let Some(cb) = &cl.circuit_breaker {
+        for (k, v) in [
+            ("max_connections", cb.max_connections),
+            ("max_pending_requests", cb.max_pending_requests),
+            ("max_requests", cb.max_requests),
+        ] {
+            if v == 0 {
+                c.push(format!("{p}.circuit_breaker.{k}"), "must be at least 1");
+            }
+        }
     }
 }

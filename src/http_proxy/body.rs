@@ -61,6 +61,8 @@ impl Body for RequestBody {
 pub struct Lease {
     pub(crate) sender: Option<Sender>,
     pub(crate) in_flight: InFlight,
+    /// The cluster's circuit-breaker slot for this request.
+    pub(crate) _slot: crate::cluster::circuit_breaker::Slot,
 }
 
 impl Lease {

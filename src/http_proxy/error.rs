@@ -25,6 +25,14 @@ pub enum ProxyError {
     ListenerGone,
     #[error("invalid request: {0}")]
     BadRequest(&'static str),
+    #[error("no response within the per-try timeout")]
+    PerTryTimeout,
+    #[error("route rate limit exceeded")]
+    RateLimited(std::time::Duration),
+    #[error("circuit breaker: too many {}", .0.as_str())]
+    Overflow(crate::cluster::circuit_breaker::Overflow),
+    #[error("too many requests in flight in this process")]
+    Overloaded,
 }
 
 /// The causes as a closed set, so metric children can be resolved once per listener.
@@ -41,10 +49,14 @@ pub enum ErrorKind {
     AmbiguousFraming,
     ListenerGone,
     BadRequest,
+    PerTryTimeout,
+    RateLimited,
+    Overflow,
+    Overloaded,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::NoRoute,
         ErrorKind::NoHealthyEndpoint,
         ErrorKind::ConnectFailed,
@@ -56,6 +68,10 @@ impl ErrorKind {
         ErrorKind::AmbiguousFraming,
         ErrorKind::ListenerGone,
         ErrorKind::BadRequest,
+        ErrorKind::PerTryTimeout,
+        ErrorKind::RateLimited,
+        ErrorKind::Overflow,
+        ErrorKind::Overloaded,
     ];
 
     /// The `x-outrigger-error` value and metric label.
@@ -72,6 +88,10 @@ impl ErrorKind {
             ErrorKind::AmbiguousFraming => "ambiguous_framing",
             ErrorKind::ListenerGone => "listener_gone",
             ErrorKind::BadRequest => "bad_request",
+            ErrorKind::PerTryTimeout => "per_try_timeout",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Overflow => "overflow",
+            ErrorKind::Overloaded => "overloaded",
         }
     }
 
@@ -86,7 +106,9 @@ impl ErrorKind {
             | ErrorKind::ConnectTimeout
             | ErrorKind::ListenerGone => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::UpstreamReset | ErrorKind::UpstreamProtocolError => StatusCode::BAD_GATEWAY,
-            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Timeout | ErrorKind::PerTryTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Overflow | ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -102,6 +124,7 @@ impl ProxyError {
             ProxyError::NoRoute => ErrorKind::NoRoute,
             ProxyError::NoHealthyEndpoint { .. } => ErrorKind::NoHealthyEndpoint,
             ProxyError::Connect(ConnectError::Timeout { .. }) => ErrorKind::ConnectTimeout,
+            ProxyError::Connect(ConnectError::Overflow(_)) => ErrorKind::Overflow,
             ProxyError::Connect(_) => ErrorKind::ConnectFailed,
             ProxyError::UpstreamReset(_) => ErrorKind::UpstreamReset,
             ProxyError::UpstreamProtocol(_) => ErrorKind::UpstreamProtocolError,
@@ -110,6 +133,10 @@ impl ProxyError {
             ProxyError::AmbiguousFraming => ErrorKind::AmbiguousFraming,
             ProxyError::ListenerGone => ErrorKind::ListenerGone,
             ProxyError::BadRequest(_) => ErrorKind::BadRequest,
+            ProxyError::PerTryTimeout => ErrorKind::PerTryTimeout,
+            ProxyError::RateLimited(_) => ErrorKind::RateLimited,
+            ProxyError::Overflow(_) => ErrorKind::Overflow,
+            ProxyError::Overloaded => ErrorKind::Overloaded,
         }
     }
 

@@ -11,6 +11,9 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_OUTRIGGER_ERROR: HeaderName = HeaderName::from_static("x-outrigger-error");
 pub static X_OUTRIGGER_UPSTREAM: HeaderName = HeaderName::from_static("x-outrigger-upstream");
+pub static X_OUTRIGGER_ATTEMPT_COUNT: HeaderName =
+    HeaderName::from_static("x-outrigger-attempt-count");
+pub static X_OUTRIGGER_OVERFLOW: HeaderName = HeaderName::from_static("x-outrigger-overflow");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 

@@ -4,9 +4,11 @@
 pub mod body;
 pub mod error;
 pub mod forward;
+pub mod rate_limit;
+pub mod retry;
 
 use crate::balancer::PickContext;
-use crate::cluster::pool::Sender;
+use crate::cluster::pool::{self, Sender};
 use crate::cluster::{Cluster, Endpoint};
 use crate::listener::ConnTracker;
 use crate::route::RequestInfo;
@@ -14,9 +16,13 @@ use crate::runtime::Runtime;
 use body::{Lease, RequestBody, ResponseBody};
 use error::ProxyError;
 use http::{header, HeaderValue, Request, Response, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// What the request path knows about the downstream connection a request arrived on.
@@ -39,18 +45,18 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
         return local_error(&ProxyError::ListenerGone, req.version()).map(|b| b.with_guard(active));
     };
     let version = req.version();
-    if active.framing_rejected() {
-        let e = ProxyError::AmbiguousFraming;
+    let fail = |e: ProxyError, active| {
         listener.count_error(e.kind());
-        return local_error(&e, version).map(|b| b.with_guard(active));
+        local_error(&e, version).map(|b| b.with_guard(active))
+    };
+    if active.framing_rejected() {
+        return fail(ProxyError::AmbiguousFraming, active);
     }
     let (mut parts, body) = req.into_parts();
     // RFC 9112 §3.2: more than one Host is a 400; proxies that disagree on which one counts
     // are a routing-confusion vector.
     if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {
-        let e = ProxyError::BadRequest("more than one Host header");
-        listener.count_error(e.kind());
-        return local_error(&e, version).map(|b| b.with_guard(active));
+        return fail(ProxyError::BadRequest("more than one Host header"), active);
     }
     let route = {
         let host = request_host(&parts);
@@ -63,25 +69,60 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
         listener.routes.find(&info)
     };
     let Some(route) = route else {
-        let e = ProxyError::NoRoute;
-        listener.count_error(e.kind());
         listener.no_route_requests.inc();
-        return local_error(&e, version).map(|b| b.with_guard(active));
+        return fail(ProxyError::NoRoute, active);
     };
+    let Some(_admitted) = down
+        .runtime
+        .admit(snapshot.loaded.config.server.max_in_flight_requests)
+    else {
+        listener.shed_requests.inc();
+        return fail(ProxyError::Overloaded, active);
+    };
+    if let Some(limiter) = &route.rate_limit {
+        if let Err(wait) = limiter.try_acquire() {
+            return fail(ProxyError::RateLimited(wait), active);
+        }
+    }
     let target = route.pick_target();
     let cluster = &target.cluster;
     let hash = cluster.request_hash(&parts.headers, down.peer.ip());
     forward::prepare_request(&mut parts, route, down.peer.ip(), down.scheme);
-    let upstream_req = Request::from_parts(parts, RequestBody::Incoming(body));
-    let exchange = forward(cluster, upstream_req, hash, route.add_upstream_header);
-    let result = match route.timeout {
-        Some(t) => match tokio::time::timeout(t, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(ProxyError::Timeout),
-        },
-        None => exchange.await,
+    let attempts = AtomicU32::new(0);
+    let work = async {
+        match &route.retry {
+            None => {
+                attempts.store(1, Ordering::Relaxed);
+                let req = Request::from_parts(parts, RequestBody::Incoming(body));
+                attempt(cluster, req, hash, None, route.add_upstream_header, None)
+                    .await
+                    .result
+            }
+            Some(policy) => {
+                with_retries(
+                    cluster,
+                    policy,
+                    parts,
+                    body,
+                    hash,
+                    route.add_upstream_header,
+                    &attempts,
+                )
+                .await
+            }
+        }
     };
-    let resp = match result {
+    let result = match route.timeout {
+        Some(t) => match tokio::time::timeout(t, work).await {
+            Ok(r) => r,
+            Err(_) => {
+                cluster.metrics.timeouts[0].inc();
+                Err(ProxyError::Timeout)
+            }
+        },
+        None => work.await,
+    };
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(listener = %down.listener, cluster = %cluster.name, error = %e, "request failed");
@@ -89,6 +130,12 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
             local_error(&e, version)
         }
     };
+    if route.retry.is_some() {
+        resp.headers_mut().insert(
+            forward::X_OUTRIGGER_ATTEMPT_COUNT.clone(),
+            attempts.load(Ordering::Relaxed).into(),
+        );
+    }
     target.count(resp.status().as_u16());
     cluster
         .metrics
@@ -97,25 +144,135 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
     resp.map(|b| b.with_guard(active))
 }
 
-/// Sends the request to an endpoint of `cluster` and records the outcome for the balancer and
-/// outlier detection.
-async fn forward(
+/// One try's result and the endpoint it went to (a retry avoids it).
+struct Attempt {
+    result: Result<Response<ResponseBody>, ProxyError>,
+    endpoint: Option<Arc<Endpoint>>,
+}
+
+/// Sends the request with the route's retry policy. Only a body that is empty or of known
+/// length within `max_body` is buffered and so can be sent again; any other body goes out
+/// once, streamed, as without a policy.
+async fn with_retries(
+    cluster: &Cluster,
+    policy: &retry::RetryPolicy,
+    parts: http::request::Parts,
+    body: Incoming,
+    hash: Option<u64>,
+    name_upstream: bool,
+    attempts: &AtomicU32,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let replayable = body.is_end_stream()
+        || body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= policy.max_body as u64);
+    if !replayable {
+        attempts.store(1, Ordering::Relaxed);
+        let req = Request::from_parts(parts, RequestBody::Incoming(body));
+        return attempt(
+            cluster,
+            req,
+            hash,
+            None,
+            name_upstream,
+            policy.per_try_timeout,
+        )
+        .await
+        .result;
+    }
+    let data = body
+        .collect()
+        .await
+        .map_err(ProxyError::DownstreamBody)?
+        .to_bytes();
+    policy.deposit();
+    let mut avoid: Option<Arc<Endpoint>> = None;
+    let mut n = 0;
+    loop {
+        n += 1;
+        attempts.store(n, Ordering::Relaxed);
+        let mut req = Request::new(RequestBody::Full((!data.is_empty()).then(|| data.clone())));
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = parts.uri.clone();
+        *req.version_mut() = parts.version;
+        *req.headers_mut() = parts.headers.clone();
+        let att = attempt(
+            cluster,
+            req,
+            hash,
+            avoid.as_deref(),
+            name_upstream,
+            policy.per_try_timeout,
+        )
+        .await;
+        let outcome = match &att.result {
+            Ok(resp) => retry::Outcome::Status(resp.status()),
+            Err(ProxyError::Connect(
+                pool::ConnectError::Io { .. } | pool::ConnectError::Timeout { .. },
+            )) => retry::Outcome::ConnectFailure,
+            Err(ProxyError::UpstreamReset(_) | ProxyError::UpstreamProtocol(_)) => {
+                retry::Outcome::Reset
+            }
+            Err(ProxyError::PerTryTimeout) => retry::Outcome::Timeout,
+            // Overflow, no endpoint, a broken client body: another try would not help.
+            Err(_) => return att.result,
+        };
+        if n > policy.attempts || !policy.retriable(&parts.method, outcome) || !policy.withdraw() {
+            return att.result;
+        }
+        cluster.metrics.retries.inc();
+        avoid = att.endpoint;
+        // Dropping a failed response closes its upstream connection rather than draining it.
+        drop(att.result);
+        tokio::time::sleep(policy.backoff(n)).await;
+    }
+}
+
+/// One try: take a circuit-breaker slot, pick an endpoint, exchange, record the outcome for the
+/// balancer and outlier detection.
+async fn attempt(
     cluster: &Cluster,
     req: Request<RequestBody>,
     hash: Option<u64>,
+    avoid: Option<&Endpoint>,
     name_upstream: bool,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    let ctx = PickContext { hash, avoid: None };
-    let endpoint = cluster
-        .pick(&ctx)
-        .ok_or_else(|| ProxyError::NoHealthyEndpoint {
+    per_try_timeout: Option<Duration>,
+) -> Attempt {
+    let slot = match cluster.breaker.request() {
+        Ok(s) => s,
+        Err(o) => {
+            cluster.metrics.overflow[o as usize].inc();
+            return Attempt {
+                result: Err(ProxyError::Overflow(o)),
+                endpoint: None,
+            };
+        }
+    };
+    let ctx = PickContext { hash, avoid };
+    let Some(endpoint) = cluster.pick(&ctx) else {
+        let e = ProxyError::NoHealthyEndpoint {
             cluster: cluster.name.clone(),
-        })?;
+        };
+        return Attempt {
+            result: Err(e),
+            endpoint: None,
+        };
+    };
     let in_flight = endpoint.start_request();
     let sent = Instant::now();
-    let result = exchange(cluster, &endpoint, req).await;
+    let result = match per_try_timeout {
+        Some(t) => match tokio::time::timeout(t, exchange(cluster, &endpoint, req)).await {
+            Ok(r) => r,
+            Err(_) => {
+                cluster.metrics.timeouts[1].inc();
+                Err(ProxyError::PerTryTimeout)
+            }
+        },
+        None => exchange(cluster, &endpoint, req).await,
+    };
     let latency = sent.elapsed();
-    match result {
+    let result = match result {
         Ok((resp, sender)) => {
             let status = resp.status().as_u16();
             cluster
@@ -136,6 +293,7 @@ async fn forward(
             let lease = Lease {
                 sender: Some(sender),
                 in_flight,
+                _slot: slot,
             };
             Ok(Response::from_parts(
                 parts,
@@ -143,12 +301,20 @@ async fn forward(
             ))
         }
         Err(e) => {
-            // The client's own broken body says nothing about the endpoint.
-            if !matches!(e, ProxyError::DownstreamBody(_)) {
+            // The client's own broken body and our own limits say nothing about the endpoint.
+            if !matches!(
+                e,
+                ProxyError::DownstreamBody(_)
+                    | ProxyError::Connect(pool::ConnectError::Overflow(_))
+            ) {
                 cluster.record(&endpoint, true, None);
             }
             Err(e)
         }
+    };
+    Attempt {
+        result,
+        endpoint: Some(endpoint),
     }
 }
 
@@ -213,6 +379,10 @@ pub fn local_error(e: &ProxyError, version: Version) -> Response<ResponseBody> {
         error::ErrorKind::AmbiguousFraming => "ambiguous request framing\n",
         error::ErrorKind::ListenerGone => "listener removed\n",
         error::ErrorKind::BadRequest => "bad request\n",
+        error::ErrorKind::PerTryTimeout => "upstream per-try timeout\n",
+        error::ErrorKind::RateLimited => "rate limited\n",
+        error::ErrorKind::Overflow => "upstream overflow (circuit breaker)\n",
+        error::ErrorKind::Overloaded => "overloaded\n",
     };
     let mut resp = Response::new(ResponseBody::full(text));
     *resp.status_mut() = kind.status();
@@ -225,6 +395,20 @@ pub fn local_error(e: &ProxyError, version: Version) -> Response<ResponseBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    match e {
+        ProxyError::RateLimited(wait) => {
+            h.insert(header::RETRY_AFTER, wait.as_secs().max(1).into());
+        }
+        ProxyError::Overflow(_)
+        | ProxyError::Overloaded
+        | ProxyError::Connect(pool::ConnectError::Overflow(_)) => {
+            h.insert(
+                forward::X_OUTRIGGER_OVERFLOW.clone(),
+                HeaderValue::from_static("1"),
+            );
+        }
+        _ => {}
+    }
     if e.closes_connection() && version < Version::HTTP_2 {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -94,15 +94,17 @@ impl Listener {
             .with_label_values(&[&self.name]);
         let drain = runtime.shutdown.drain_token();
         tracing::info!(listener = %self.name, address = %self.local_addr, "listening");
+        let shed = runtime
+            .metrics
+            .load_shed
+            .with_label_values(&[&self.name, "max_connections"]);
+        let timeouts = Arc::new(["idle", "header_read"].map(|k| {
+            runtime
+                .metrics
+                .downstream_timeouts
+                .with_label_values(&[&self.name, k])
+        }));
         loop {
-            let permit = tokio::select! {
-                _ = drain.cancelled() => break,
-                _ = stop.cancelled() => break,
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
             let (stream, peer) = tokio::select! {
                 _ = drain.cancelled() => break,
                 _ = stop.cancelled() => break,
@@ -115,6 +117,13 @@ impl Listener {
                         continue;
                     }
                 },
+            };
+            // At the limit, refuse at once rather than queue without bound: a client (or the
+            // load balancer in front) can retry elsewhere instead of waiting in the backlog.
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                shed.inc();
+                tokio::spawn(refuse(stream));
+                continue;
             };
             accepted.inc();
             let conn = Connection {
@@ -129,6 +138,7 @@ impl Listener {
                 idle_timeout,
                 max_head,
                 close: close_connections.clone(),
+                timeouts: timeouts.clone(),
             };
             let active = active.clone();
             runtime.shutdown.track(async move {
@@ -140,6 +150,19 @@ impl Listener {
         }
         tracing::info!(listener = %self.name, "stopped accepting");
     }
+}
+
+/// Answers a connection over the limit with a bare 503 and closes it. It first reads what the
+/// client sent (briefly), so an HTTP client sees an answer to its request rather than an
+/// unsolicited message.
+async fn refuse(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await;
+    const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\nx-outrigger-error: overloaded\r\nx-outrigger-overflow: 1\r\n\r\n";
+    // Best effort: the client may already be gone, and the socket closes either way.
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(REFUSAL)).await;
+    let _ = stream.shutdown().await;
 }
 
 fn http_builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
@@ -166,6 +189,8 @@ struct Connection {
     max_head: usize,
     /// Cancelled when a reload removes the listener: close like a drain.
     close: CancellationToken,
+    /// idle, header_read.
+    timeouts: Arc<[prometheus::IntCounter; 2]>,
 }
 
 impl Connection {
@@ -207,6 +232,9 @@ impl Connection {
             tokio::select! {
                 res = conn.as_mut() => {
                     if let Err(e) = res {
+                        if e.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_timeout()) {
+                            self.timeouts[1].inc();
+                        }
                         tracing::debug!(error = %e, "downstream connection ended with an error");
                     }
                     return;
@@ -229,6 +257,7 @@ impl Connection {
                 _ = &mut idle_check, if !closing && !self.idle_timeout.is_zero() => {
                     match tracker.idle_for() {
                         Some(idle) if idle >= self.idle_timeout => {
+                            self.timeouts[0].inc();
                             conn.as_mut().graceful_shutdown();
                             closing = true;
                         }

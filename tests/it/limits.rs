@@ -45,6 +45,14 @@ async fn idle_keepalive_connection_is_closed_after_idle_timeout() {
         async move { closed.then_some(()) }
     })
     .await;
+    let m = proxy.metrics().await;
+    assert_eq!(
+        crate::support::metric(
+            &m,
+            r#"outrigger_downstream_timeouts_total{kind="idle",listener="ingress"}"#
+        ),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
@@ -61,28 +69,44 @@ async fn slow_header_sender_is_cut_off_by_header_read_timeout() {
     assert!(closed, "connection should be closed, got {resp:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(up.requests(), 0);
+    let m = proxy.metrics().await;
+    assert_eq!(
+        crate::support::metric(
+            &m,
+            r#"outrigger_downstream_timeouts_total{kind="header_read",listener="ingress"}"#
+        ),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
-async fn max_connections_holds_extra_connections_until_a_slot_frees() {
+async fn connections_over_max_connections_are_refused_at_once_with_503() {
     let up = Upstream::start("web", Behavior::Name).await;
     let proxy = Proxy::start(&config(&up, "{ max_connections: 1 }")).await;
     let mut first = H1::connect(proxy.addr()).await;
     assert_eq!(first.get("/").await.status, 200);
-    // The second connection is not served while the first is open.
-    let second = tokio::spawn({
-        let addr = proxy.addr();
-        async move { get(addr, "/").await.status }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !second.is_finished(),
-        "second connection served beyond max_connections"
+    let started = std::time::Instant::now();
+    let (resp, closed) = raw_exchange(
+        proxy.addr(),
+        b"GET / HTTP/1.1\r\nHost: t\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
+    assert!(resp.contains("x-outrigger-overflow: 1"), "{resp}");
+    assert!(closed && started.elapsed() < Duration::from_secs(2));
+    let m = proxy.metrics().await;
+    assert_eq!(
+        crate::support::metric(
+            &m,
+            r#"outrigger_load_shed_total{listener="ingress",reason="max_connections"}"#
+        ),
+        Some(1.0)
     );
+    // Once the first connection closes, its slot is free again.
     drop(first);
-    let status = tokio::time::timeout(Duration::from_secs(5), second)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status, 200);
+    crate::support::eventually(Duration::from_secs(3), "slot freed", || async {
+        (get(proxy.addr(), "/").await.status == 200).then_some(())
+    })
+    .await;
 }

@@ -10,6 +10,7 @@ mod health;
 mod limits;
 mod policies;
 mod reload;
+mod resilience;
 mod routing;
 mod shutdown;
 mod smuggling;

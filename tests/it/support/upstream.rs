@@ -27,6 +27,8 @@ pub enum Behavior {
     Delay(Duration),
     /// Answers with this status.
     Status(u16),
+    /// Every `n`-th request (counting from the first) gets this status, the rest its name.
+    FailEvery(usize, u16),
 }
 
 pub struct Upstream {
@@ -96,7 +98,13 @@ impl Upstream {
                         let (r, h, n, behavior) =
                             (r.clone(), h.clone(), n.clone(), behavior.clone());
                         async move {
-                            r.fetch_add(1, Ordering::SeqCst);
+                            let seen = r.fetch_add(1, Ordering::SeqCst) + 1;
+                            if let Behavior::FailEvery(every, code) = behavior {
+                                if seen % every == 1 || every == 1 {
+                                    return Ok::<_, Infallible>(status(code));
+                                }
+                                return Ok(http::Response::new(full(n.clone())));
+                            }
                             *h.lock().unwrap() = Some(req.headers().clone());
                             Ok::<_, Infallible>(respond(&n, behavior, req).await)
                         }
@@ -194,6 +202,7 @@ async fn respond(
             http::Response::new(full(name.to_string()))
         }
         Behavior::Status(code) => status(code),
+        Behavior::FailEvery(..) => unreachable!("answered before the body is read"),
     }
 }
 
