@@ -37,6 +37,7 @@ pub mod route;
 pub mod runtime;
 pub mod shutdown;
 pub mod snapshot;
+pub mod tcp_proxy;
 
 use config::LoadedConfig;
 use metrics::Metrics;

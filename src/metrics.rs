@@ -25,6 +25,9 @@ pub const OUTLIER_EJECTIONS_TOTAL: &str = "outrigger_outlier_ejections_total";
 pub const CLUSTER_PANIC: &str = "outrigger_upstream_cluster_panic";
 pub const TIMEOUTS_TOTAL: &str = "outrigger_timeouts_total";
 pub const DOWNSTREAM_TIMEOUTS_TOTAL: &str = "outrigger_downstream_timeouts_total";
+pub const TCP_CONNECTIONS_TOTAL: &str = "outrigger_tcp_connections_total";
+pub const TCP_BYTES_TOTAL: &str = "outrigger_tcp_bytes_total";
+pub const TCP_CONNECTION_DURATION_SECONDS: &str = "outrigger_tcp_connection_duration_seconds";
 pub const RETRIES_TOTAL: &str = "outrigger_upstream_retries_total";
 pub const CIRCUIT_BREAKER_OVERFLOW_TOTAL: &str = "outrigger_circuit_breaker_overflow_total";
 pub const CIRCUIT_BREAKER_OPEN: &str = "outrigger_circuit_breaker_open";
@@ -65,6 +68,9 @@ pub struct Metrics {
     pub cluster_panic: IntGaugeVec,
     pub timeouts: IntCounterVec,
     pub downstream_timeouts: IntCounterVec,
+    pub tcp_connections: IntCounterVec,
+    pub tcp_bytes: IntCounterVec,
+    pub tcp_duration: HistogramVec,
     pub retries: IntCounterVec,
     pub breaker_overflow: IntCounterVec,
     pub breaker_open: IntGaugeVec,
@@ -216,6 +222,25 @@ impl Metrics {
                 DOWNSTREAM_TIMEOUTS_TOTAL,
                 "Client connections closed by a listener timeout: idle, header_read.",
                 &["listener", "kind"],
+            ),
+            tcp_connections: counter(
+                TCP_CONNECTIONS_TOTAL,
+                "TCP connections routed to a cluster.",
+                &["listener", "cluster"],
+            ),
+            tcp_bytes: counter(
+                TCP_BYTES_TOTAL,
+                "Bytes carried by TCP listeners, by direction (to_upstream, to_downstream), counted when a connection ends.",
+                &["listener", "direction"],
+            ),
+            tcp_duration: reg(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(TCP_CONNECTION_DURATION_SECONDS, "Lifetime of proxied TCP connections.")
+                        .buckets(vec![0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0]),
+                    &["listener"],
+                )
+                .expect("valid metric definition"),
             ),
             retries: counter(RETRIES_TOTAL, "Retries sent (beyond first tries).", &["cluster"]),
             breaker_overflow: counter(

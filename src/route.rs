@@ -209,6 +209,11 @@ impl RouteTable {
         Ok(RouteTable { routes: out })
     }
 
+    /// A table with no routes (TCP listeners).
+    pub fn empty() -> RouteTable {
+        RouteTable { routes: Vec::new() }
+    }
+
     /// The first route that matches.
     pub fn find(&self, req: &RequestInfo<'_>) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(req))

@@ -19,8 +19,26 @@ pub enum SnapshotError {
     Route(#[from] RouteError),
 }
 
+/// Where a TCP listener's connections go, with the metric children they update.
+pub struct TcpRoute {
+    pub cluster: Arc<Cluster>,
+    pub connections: IntCounter,
+    pub bytes_to_upstream: IntCounter,
+    pub bytes_to_downstream: IntCounter,
+    pub duration: prometheus::Histogram,
+    pub idle_timeouts: IntCounter,
+}
+
+/// A TCP listener's routes: by SNI pattern in order, then the default.
+pub struct TcpRoutes {
+    pub by_sni: Vec<(String, TcpRoute)>,
+    pub default: Option<TcpRoute>,
+}
+
 /// What requests on one listener need from the snapshot.
 pub struct ListenerState {
+    /// TCP listeners only.
+    pub tcp: Option<TcpRoutes>,
     pub routes: RouteTable,
     pub no_route_requests: IntCounter,
     /// Requests refused by `server.max_in_flight_requests`.
@@ -67,17 +85,6 @@ impl Snapshot {
         }
         let mut listeners = HashMap::new();
         for (i, l) in cfg.listeners.iter().enumerate() {
-            if l.protocol != ListenerProtocol::Http {
-                continue;
-            }
-            let routes = RouteTable::build(
-                &l.name,
-                &format!("listeners[{i}]"),
-                &l.routes,
-                l.cluster.as_deref(),
-                &by_name,
-                metrics,
-            )?;
             let errors = ErrorKind::ALL
                 .iter()
                 .map(|k| {
@@ -89,14 +96,66 @@ impl Snapshot {
             let no_route_requests = metrics
                 .downstream_requests
                 .with_label_values(&[&l.name, NO_CLUSTER, "4xx"]);
+            let shed_requests = metrics
+                .load_shed
+                .with_label_values(&[&l.name, "max_in_flight_requests"]);
+            if l.protocol == ListenerProtocol::Tcp {
+                let route = |name: &str| -> Result<TcpRoute, SnapshotError> {
+                    let cluster = by_name.get(name).cloned().ok_or_else(|| {
+                        SnapshotError::Route(RouteError::Invalid {
+                            path: format!("listeners[{i}]"),
+                            message: format!("no cluster named {name:?}"),
+                        })
+                    })?;
+                    Ok(TcpRoute {
+                        cluster,
+                        connections: metrics.tcp_connections.with_label_values(&[&l.name, name]),
+                        bytes_to_upstream: metrics
+                            .tcp_bytes
+                            .with_label_values(&[&l.name, "to_upstream"]),
+                        bytes_to_downstream: metrics
+                            .tcp_bytes
+                            .with_label_values(&[&l.name, "to_downstream"]),
+                        duration: metrics.tcp_duration.with_label_values(&[&l.name]),
+                        idle_timeouts: metrics
+                            .downstream_timeouts
+                            .with_label_values(&[&l.name, "idle"]),
+                    })
+                };
+                let mut by_sni = Vec::new();
+                for r in &l.routes {
+                    if let (Some(sni), Some(c)) = (&r.matcher.sni, &r.cluster) {
+                        by_sni.push((sni.clone(), route(c)?));
+                    }
+                }
+                let default = l.cluster.as_deref().map(route).transpose()?;
+                listeners.insert(
+                    l.name.clone(),
+                    ListenerState {
+                        tcp: Some(TcpRoutes { by_sni, default }),
+                        routes: RouteTable::empty(),
+                        no_route_requests,
+                        shed_requests,
+                        errors,
+                    },
+                );
+                continue;
+            }
+            let routes = RouteTable::build(
+                &l.name,
+                &format!("listeners[{i}]"),
+                &l.routes,
+                l.cluster.as_deref(),
+                &by_name,
+                metrics,
+            )?;
             listeners.insert(
                 l.name.clone(),
                 ListenerState {
+                    tcp: None,
                     routes,
                     no_route_requests,
-                    shed_requests: metrics
-                        .load_shed
-                        .with_label_values(&[&l.name, "max_in_flight_requests"]),
+                    shed_requests,
                     errors,
                 },
             );

@@ -100,7 +100,13 @@ impl Balancer for WeightedRoundRobin {
         if n == 0 {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        // A retry (something to avoid) reads the position without moving it: otherwise every
+        // failure would shift the rotation and a dead endpoint would start every request.
+        let i = if ctx.avoid.is_some() {
+            self.next.load(Ordering::Relaxed)
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        };
         let picked = match &set.table {
             Table::Schedule(s) if !s.is_empty() => s[i % s.len()] as usize,
             _ => i % n,

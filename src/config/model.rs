@@ -90,6 +90,14 @@ pub struct ListenerConfig {
     /// TCP only: expect a PROXY protocol v1/v2 header first.
     #[serde(default)]
     pub accept_proxy_protocol: bool,
+    /// TCP only: endpoints tried per connection before giving up (a failed connect moves on to
+    /// another endpoint).
+    #[serde(default = "default_connect_attempts")]
+    pub connect_attempts: u32,
+}
+
+fn default_connect_attempts() -> u32 {
+    3
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -141,8 +149,11 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     pub max_request_headers_kb: usize,
     pub header_read_timeout: ConfigDuration,
-    /// A connection with no request in flight for this long is closed.
+    /// A connection with no request in flight (HTTP) or no bytes moving (TCP) for this long is
+    /// closed.
     pub idle_timeout: ConfigDuration,
+    /// TCP: copy buffer per direction per connection.
+    pub buffer_kb: usize,
 }
 
 impl Default for LimitsConfig {
@@ -152,6 +163,7 @@ impl Default for LimitsConfig {
             max_request_headers_kb: 60,
             header_read_timeout: ConfigDuration::secs(10),
             idle_timeout: ConfigDuration::secs(60),
+            buffer_kb: 16,
         }
     }
 }
@@ -302,6 +314,13 @@ pub enum LbPolicy {
     RingHash,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyProtocolVersion {
+    V1,
+    V2,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamProtocol {
@@ -328,7 +347,7 @@ pub struct ClusterConfig {
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: ConfigDuration,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub send_proxy_protocol: Option<String>,
+    pub send_proxy_protocol: Option<ProxyProtocolVersion>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClusterTlsConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -51,6 +51,31 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         c.push("listeners", "at least one listener is required");
     }
     let cluster_names: HashSet<&str> = cfg.clusters.iter().map(|c| c.name.as_str()).collect();
+    // PROXY headers describe one client connection; pooled HTTP connections carry many.
+    let http_clusters: HashSet<&str> = cfg
+        .listeners
+        .iter()
+        .filter(|l| l.protocol == ListenerProtocol::Http)
+        .flat_map(|l| {
+            l.routes
+                .iter()
+                .flat_map(|r| {
+                    r.cluster
+                        .iter()
+                        .chain(r.weighted_clusters.iter().map(|w| &w.cluster))
+                })
+                .chain(l.cluster.iter())
+        })
+        .map(String::as_str)
+        .collect();
+    for (i, cl) in cfg.clusters.iter().enumerate() {
+        if cl.send_proxy_protocol.is_some() && http_clusters.contains(cl.name.as_str()) {
+            c.push(
+                format!("clusters[{i}].send_proxy_protocol"),
+                "applies to clusters of tcp listeners only (HTTP upstream connections are pooled across clients)",
+            );
+        }
+    }
     let mut seen = HashSet::new();
     let mut addrs = HashSet::new();
     for (i, l) in cfg.listeners.iter().enumerate() {
@@ -138,12 +163,57 @@ fn check_listener(c: &mut Checker, p: &str, l: &ListenerConfig, clusters: &HashS
     }
     match l.protocol {
         ListenerProtocol::Tcp => {
-            c.unsupported(format!("{p}.protocol"), "protocol: tcp");
             if l.cluster.is_none() && l.routes.is_empty() {
                 c.push(
                     format!("{p}.cluster"),
                     "a tcp listener needs a cluster (or routes by sni)",
                 );
+            }
+            if !(1..=10).contains(&l.connect_attempts) {
+                c.push(format!("{p}.connect_attempts"), "must be between 1 and 10");
+            }
+            if !(1..=1024).contains(&lim.buffer_kb) {
+                c.push(
+                    format!("{p}.limits.buffer_kb"),
+                    "must be between 1 and 1024",
+                );
+            }
+            for (j, r) in l.routes.iter().enumerate() {
+                let rp = format!("{p}.routes[{j}]");
+                let m = &r.matcher;
+                let http_only = m.host.is_some()
+                    || m.path.is_some()
+                    || m.path_prefix.is_some()
+                    || m.path_regex.is_some()
+                    || m.method.is_some()
+                    || !m.headers.is_empty()
+                    || r.rewrite.is_some()
+                    || r.retries.is_some()
+                    || r.rate_limit.is_some()
+                    || !r.request_headers_add.is_empty()
+                    || !r.weighted_clusters.is_empty();
+                if http_only {
+                    c.push(
+                        rp.clone(),
+                        "a tcp listener's routes match only on sni and name a cluster",
+                    );
+                }
+                match &m.sni {
+                    None => c.push(format!("{rp}.match.sni"), "a tcp route needs match.sni"),
+                    Some(sni) => {
+                        let bare = sni.strip_prefix("*.").unwrap_or(sni);
+                        if bare.is_empty() || bare.contains('*') {
+                            c.push(
+                                format!("{rp}.match.sni"),
+                                format!("{sni:?} must be a server name or \"*.suffix\""),
+                            );
+                        }
+                    }
+                }
+                match &r.cluster {
+                    Some(name) => check_cluster_ref(c, &format!("{rp}.cluster"), name, clusters),
+                    None => c.push(format!("{rp}.cluster"), "a tcp route needs a cluster"),
+                }
             }
         }
         ListenerProtocol::Http => {
@@ -462,9 +532,6 @@ fn check_cluster(c: &mut Checker, p: &str, cl: &ClusterConfig) {
             format!("{p}.protocol"),
             "an upstream protocol other than http1",
         );
-    }
-    if cl.send_proxy_protocol.is_some() {
-        c.unsupported(format!("{p}.send_proxy_protocol"), "send_proxy_protocol");
     }
     if cl.tls.is_some() {
         c.unsupported(format!("{p}.tls"), "upstream TLS");

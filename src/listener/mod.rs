@@ -78,7 +78,6 @@ impl Listener {
         stop: CancellationToken,
         close_connections: CancellationToken,
     ) {
-        debug_assert_eq!(self.config.protocol, ListenerProtocol::Http);
         let limits = &self.config.limits;
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let builder = Arc::new(http_builder(&self.config));
@@ -104,6 +103,16 @@ impl Listener {
                 .downstream_timeouts
                 .with_label_values(&[&self.name, k])
         }));
+        let tcp = (self.config.protocol == ListenerProtocol::Tcp).then(|| {
+            Arc::new(crate::tcp_proxy::TcpSettings {
+                listener: self.name.clone(),
+                idle_timeout,
+                buffer: limits.buffer_kb * 1024,
+                connect_attempts: self.config.connect_attempts,
+                accept_proxy_protocol: self.config.accept_proxy_protocol,
+                header_timeout: limits.header_read_timeout.get(),
+            })
+        });
         loop {
             let (stream, peer) = tokio::select! {
                 _ = drain.cancelled() => break,
@@ -126,6 +135,18 @@ impl Listener {
                 continue;
             };
             accepted.inc();
+            if let Some(settings) = &tcp {
+                let (active, settings, runtime2) =
+                    (active.clone(), settings.clone(), runtime.clone());
+                let close = close_connections.clone();
+                runtime.shutdown.track(async move {
+                    active.inc();
+                    crate::tcp_proxy::serve(stream, peer, runtime2, settings, close).await;
+                    active.dec();
+                    drop(permit);
+                });
+                continue;
+            }
             let conn = Connection {
                 down: Downstream {
                     listener: self.name.clone(),

@@ -15,3 +15,4 @@ mod routing;
 mod shutdown;
 mod smuggling;
 mod streaming;
+mod tcp;
