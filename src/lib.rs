@@ -38,6 +38,7 @@ pub mod runtime;
 pub mod shutdown;
 pub mod snapshot;
 pub mod tcp_proxy;
+pub mod tls;
 
 use config::LoadedConfig;
 use metrics::Metrics;
@@ -89,7 +90,9 @@ impl Server {
             })?;
         let mut bound = Vec::new();
         for (i, l) in cfg.listeners.iter().enumerate() {
-            bound.push(listener::Listener::bind(i, l).await?);
+            let tls = listener::build_tls(i, l, &snapshot.loaded.base_dir, &metrics)
+                .map_err(listener::BindError::from)?;
+            bound.push(listener::Listener::bind(i, l, tls).await?);
         }
         for c in &snapshot.clusters {
             health::spawn(c);

@@ -28,6 +28,10 @@ pub const DOWNSTREAM_TIMEOUTS_TOTAL: &str = "outrigger_downstream_timeouts_total
 pub const TCP_CONNECTIONS_TOTAL: &str = "outrigger_tcp_connections_total";
 pub const TCP_BYTES_TOTAL: &str = "outrigger_tcp_bytes_total";
 pub const TCP_CONNECTION_DURATION_SECONDS: &str = "outrigger_tcp_connection_duration_seconds";
+pub const TLS_HANDSHAKES_TOTAL: &str = "outrigger_tls_handshakes_total";
+pub const TLS_HANDSHAKE_DURATION_SECONDS: &str = "outrigger_tls_handshake_duration_seconds";
+pub const TLS_CERTIFICATE_EXPIRY: &str = "outrigger_tls_certificate_expiry_timestamp_seconds";
+pub const TLS_CERTIFICATE_RELOAD_TOTAL: &str = "outrigger_tls_certificate_reload_total";
 pub const RETRIES_TOTAL: &str = "outrigger_upstream_retries_total";
 pub const CIRCUIT_BREAKER_OVERFLOW_TOTAL: &str = "outrigger_circuit_breaker_overflow_total";
 pub const CIRCUIT_BREAKER_OPEN: &str = "outrigger_circuit_breaker_open";
@@ -68,6 +72,10 @@ pub struct Metrics {
     pub cluster_panic: IntGaugeVec,
     pub timeouts: IntCounterVec,
     pub downstream_timeouts: IntCounterVec,
+    pub tls_handshakes: IntCounterVec,
+    pub tls_handshake_duration: HistogramVec,
+    pub tls_expiry: GaugeVec,
+    pub tls_reloads: IntCounterVec,
     pub tcp_connections: IntCounterVec,
     pub tcp_bytes: IntCounterVec,
     pub tcp_duration: HistogramVec,
@@ -222,6 +230,26 @@ impl Metrics {
                 DOWNSTREAM_TIMEOUTS_TOTAL,
                 "Client connections closed by a listener timeout: idle, header_read.",
                 &["listener", "kind"],
+            ),
+            tls_handshakes: counter(
+                TLS_HANDSHAKES_TOTAL,
+                "TLS handshakes on listeners, by result (failure includes timeouts and rejected client certificates).",
+                &["listener", "result"],
+            ),
+            tls_handshake_duration: histogram(
+                TLS_HANDSHAKE_DURATION_SECONDS,
+                "Time to complete a TLS handshake on a listener.",
+                &["listener"],
+            ),
+            tls_expiry: fgauge(
+                TLS_CERTIFICATE_EXPIRY,
+                "Unix time the listener's certificate expires (alert well before it).",
+                &["listener", "server_name"],
+            ),
+            tls_reloads: counter(
+                TLS_CERTIFICATE_RELOAD_TOTAL,
+                "Certificate rotations picked up from disk, by result.",
+                &["listener", "result"],
             ),
             tcp_connections: counter(
                 TCP_CONNECTIONS_TOTAL,

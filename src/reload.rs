@@ -25,6 +25,8 @@ pub enum ReloadError {
     Build(#[from] SnapshotError),
     #[error("{0}")]
     Bind(#[from] BindError),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("shutting down: reloads are refused")]
     ShuttingDown,
 }
@@ -153,12 +155,22 @@ impl Reloader {
                     !claimed[k] && matches!(lc.address.parse::<SocketAddr>(), Ok(a) if a.port() != 0 && a == r.listener.local_addr)
                 })
             };
+            let base = &snapshot.loaded.base_dir;
             match by_name.or_else(by_addr) {
                 Some(k) => {
                     claimed[k] = true;
-                    plan.push(Plan::Reuse(k, lc.clone()));
+                    // Unchanged TLS settings keep the running TLS state (and its rotation).
+                    let tls = if running[k].listener.config.tls == lc.tls {
+                        running[k].listener.tls.clone()
+                    } else {
+                        crate::listener::build_tls(i, lc, base, &self.runtime.metrics)?
+                    };
+                    plan.push(Plan::Reuse(k, lc.clone(), tls));
                 }
-                None => plan.push(Plan::New(Listener::bind(i, lc).await?)),
+                None => {
+                    let tls = crate::listener::build_tls(i, lc, base, &self.runtime.metrics)?;
+                    plan.push(Plan::New(Listener::bind(i, lc, tls).await?));
+                }
             }
         }
 
@@ -183,14 +195,14 @@ impl Reloader {
         let mut next = Vec::with_capacity(plan.len());
         for p in plan {
             match p {
-                Plan::Reuse(k, lc) => {
+                Plan::Reuse(k, lc, tls) => {
                     kept[k] = true;
                     let r = &running[k];
                     if r.listener.config.name == lc.name
                         && accept_settings_equal(&r.listener.config, &lc)
                     {
                         next.push(Running {
-                            listener: r.listener.with_config(&lc),
+                            listener: r.listener.with_config(&lc, tls),
                             stop: r.stop.clone(),
                             close: r.close.clone(),
                         });
@@ -198,7 +210,10 @@ impl Reloader {
                         // New settings on the same socket: the old loop's connections finish
                         // on theirs; new connections get the new ones.
                         r.stop.cancel();
-                        next.push(spawn_accept(&self.runtime, r.listener.with_config(&lc)));
+                        next.push(spawn_accept(
+                            &self.runtime,
+                            r.listener.with_config(&lc, tls),
+                        ));
                     }
                 }
                 Plan::New(l) => next.push(spawn_accept(&self.runtime, l)),
@@ -236,7 +251,11 @@ impl Reloader {
 }
 
 enum Plan {
-    Reuse(usize, ListenerConfig),
+    Reuse(
+        usize,
+        ListenerConfig,
+        Option<Arc<crate::tls::server::TlsServer>>,
+    ),
     New(Listener),
 }
 

@@ -78,7 +78,7 @@ impl Snapshot {
                 .cloned();
             let cluster = match reused {
                 Some(old) => old,
-                None => Arc::new(Cluster::build(i, c, metrics)?),
+                None => Arc::new(Cluster::build_in(i, c, metrics, &loaded.base_dir)?),
             };
             by_name.insert(c.name.clone(), cluster.clone());
             clusters.push(cluster);

@@ -24,6 +24,8 @@ use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error(
         "clusters[{index}].endpoints[{endpoint}].address: cannot resolve {address:?}: {reason}"
     )]
@@ -75,15 +77,35 @@ pub struct Cluster {
     /// can no longer write the metric children the replacement shares.
     pub(crate) retired: tokio_util::sync::CancellationToken,
     pub breaker: circuit_breaker::Breaker,
+    /// TLS origination to the endpoints, when `tls` is configured.
+    tls: Option<crate::tls::client::TlsClient>,
 }
 
 impl Cluster {
-    /// Builds a cluster, resolving static endpoint names once.
+    /// Builds a cluster, resolving static endpoint names once (relative TLS paths against the
+    /// current folder; see `build_in`).
     pub fn build(
         index: usize,
         cfg: &ClusterConfig,
         metrics: &Metrics,
     ) -> Result<Cluster, ClusterError> {
+        Self::build_in(index, cfg, metrics, std::path::Path::new("."))
+    }
+
+    /// Builds a cluster whose relative TLS file paths are relative to `base`.
+    pub fn build_in(
+        index: usize,
+        cfg: &ClusterConfig,
+        metrics: &Metrics,
+        base: &std::path::Path,
+    ) -> Result<Cluster, ClusterError> {
+        let tls = cfg
+            .tls
+            .as_ref()
+            .map(|t| {
+                crate::tls::client::TlsClient::build(&format!("clusters[{index}].tls"), t, base)
+            })
+            .transpose()?;
         let name = cfg.name.as_str();
         let mut all = Vec::with_capacity(cfg.endpoints.len());
         for (k, e) in cfg.endpoints.iter().enumerate() {
@@ -165,6 +187,7 @@ impl Cluster {
                 ),
                 None => circuit_breaker::Breaker::unlimited(),
             },
+            tls,
         })
     }
 
@@ -280,12 +303,30 @@ impl Cluster {
             &self.metrics.connections_active,
             &self.metrics.connect_failures,
             slot,
+            self.tls_for(endpoint),
         )
         .await;
         if let Err(pool::ConnectError::Timeout { .. }) = &result {
             self.metrics.timeouts[2].inc();
         }
         result
+    }
+
+    /// The connector and server name for TLS to `endpoint`, when the cluster originates TLS.
+    pub fn tls_for(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Option<(
+        &tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )> {
+        let tls = self.tls.as_ref()?;
+        let name = tls.server_name(&endpoint.label).or_else(|| {
+            Some(rustls::pki_types::ServerName::IpAddress(
+                endpoint.address.ip().into(),
+            ))
+        })?;
+        Some((tls.connector(), name))
     }
 
     /// Stops the cluster's task (a reload replaced or removed the cluster).

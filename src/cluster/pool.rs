@@ -27,6 +27,12 @@ pub enum ConnectError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS handshake with {endpoint} failed: {source}")]
+    Tls {
+        endpoint: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("circuit breaker: too many {}", .0.as_str())]
     Overflow(super::circuit_breaker::Overflow),
     #[error("HTTP/1.1 handshake with {endpoint} failed: {source}")]
@@ -103,13 +109,36 @@ impl EndpointPool {
     }
 }
 
-/// Opens a new HTTP/1.1 connection; its driver task keeps `active` counted while it lives.
+/// Runs a connection's driver task, keeping `active` and the breaker slot counted while it lives.
+fn spawn_driver<T>(
+    conn: http1::Connection<T, RequestBody>,
+    endpoint: SocketAddr,
+    active: IntGauge,
+    slot: super::circuit_breaker::Slot,
+) where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    active.inc();
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(endpoint = %endpoint, error = %e, "upstream connection ended with an error");
+        }
+        active.dec();
+        drop(slot);
+    });
+}
+
+/// Opens a new HTTP/1.1 connection (over TLS when the cluster originates it); its driver task keeps `active` counted while it lives.
 pub async fn connect(
     endpoint: SocketAddr,
     timeout: Duration,
     active: &IntGauge,
     failures: &IntCounter,
     slot: super::circuit_breaker::Slot,
+    tls: Option<(
+        &tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 ) -> Result<Sender, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(endpoint)).await {
         Ok(Ok(s)) => s,
@@ -126,21 +155,32 @@ pub async fn connect(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(endpoint = %endpoint, error = %e, "cannot set TCP_NODELAY");
     }
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|source| {
-            failures.inc();
-            ConnectError::Handshake { endpoint, source }
-        })?;
     let active = active.clone();
-    active.inc();
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(endpoint = %endpoint, error = %e, "upstream connection ended with an error");
+    let handshake_failed = |source| {
+        failures.inc();
+        ConnectError::Handshake { endpoint, source }
+    };
+    let sender = match tls {
+        None => {
+            let (sender, conn) = http1::Builder::new()
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(handshake_failed)?;
+            spawn_driver(conn, endpoint, active, slot);
+            sender
         }
-        active.dec();
-        drop(slot);
-    });
+        Some((connector, name)) => {
+            let stream = connector.connect(name, stream).await.map_err(|source| {
+                failures.inc();
+                ConnectError::Tls { endpoint, source }
+            })?;
+            let (sender, conn) = http1::Builder::new()
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(handshake_failed)?;
+            spawn_driver(conn, endpoint, active, slot);
+            sender
+        }
+    };
     Ok(sender)
 }

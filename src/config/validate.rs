@@ -69,6 +69,21 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         .map(String::as_str)
         .collect();
     for (i, cl) in cfg.clusters.iter().enumerate() {
+        if cl.tls.is_some()
+            && !http_clusters.contains(cl.name.as_str())
+            && cfg.listeners.iter().any(|l| {
+                l.protocol == ListenerProtocol::Tcp
+                    && (l.cluster.as_deref() == Some(&cl.name)
+                        || l.routes
+                            .iter()
+                            .any(|r| r.cluster.as_deref() == Some(&cl.name)))
+            })
+        {
+            c.unsupported(
+                format!("clusters[{i}].tls"),
+                "TLS origination from a tcp listener",
+            );
+        }
         if cl.send_proxy_protocol.is_some() && http_clusters.contains(cl.name.as_str()) {
             c.push(
                 format!("clusters[{i}].send_proxy_protocol"),
@@ -145,8 +160,30 @@ fn check_listener(c: &mut Checker, p: &str, l: &ListenerConfig, clusters: &HashS
     if let Some(name) = &l.cluster {
         check_cluster_ref(c, &format!("{p}.cluster"), name, clusters);
     }
-    if l.tls.is_some() {
-        c.unsupported(format!("{p}.tls"), "TLS termination");
+    if let Some(tls) = &l.tls {
+        if l.protocol == ListenerProtocol::Tcp && l.routes.iter().any(|r| r.matcher.sni.is_some()) {
+            c.push(format!("{p}.tls"), "sni routes pass TLS through; they cannot be combined with tls termination on the same listener");
+        }
+        for (k, s) in tls.sni.iter().enumerate() {
+            if s.server_names.is_empty() {
+                c.push(
+                    format!("{p}.tls.sni[{k}].server_names"),
+                    "list at least one name",
+                );
+            }
+        }
+        if let Some(alpn) = &tls.alpn {
+            for proto in alpn {
+                if !matches!(proto.as_str(), "h2" | "http/1.1")
+                    && l.protocol == ListenerProtocol::Http
+                {
+                    c.push(
+                        format!("{p}.tls.alpn"),
+                        format!("{proto:?}: an http listener speaks h2 and http/1.1"),
+                    );
+                }
+            }
+        }
     }
     if l.access_log.is_some() {
         c.unsupported(format!("{p}.access_log"), "access logging");
@@ -533,8 +570,10 @@ fn check_cluster(c: &mut Checker, p: &str, cl: &ClusterConfig) {
             "an upstream protocol other than http1",
         );
     }
-    if cl.tls.is_some() {
-        c.unsupported(format!("{p}.tls"), "upstream TLS");
+    if let Some(t) = &cl.tls {
+        if t.cert.is_some() != t.key.is_some() {
+            c.push(format!("{p}.tls.cert"), "cert and key go together");
+        }
     }
     if let Some(cb) = &cl.circuit_breaker {
         for (k, v) in [

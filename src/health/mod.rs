@@ -113,6 +113,7 @@ async fn probe_round(cluster: &Arc<Cluster>, counters: &mut HashMap<String, Heal
     let jitter = hc.jitter.map(|j| j.get()).unwrap_or_default();
     let mut probes = JoinSet::new();
     for (i, e) in set.all.iter().enumerate() {
+        let tls = cluster.tls_for(e).map(|(c, n)| (c.clone(), n));
         let (e, hc) = (e.clone(), hc.clone());
         let delay = if jitter.is_zero() {
             Duration::ZERO
@@ -127,7 +128,11 @@ async fn probe_round(cluster: &Arc<Cluster>, counters: &mut HashMap<String, Heal
                 .and_then(|h| h.host.clone())
                 .unwrap_or_else(|| e.label.clone());
             let kind = match &hc.http {
-                Some(cfg) => probe::Probe::Http { cfg, host: &host },
+                Some(cfg) => probe::Probe::Http {
+                    cfg,
+                    host: &host,
+                    tls,
+                },
                 None => probe::Probe::Tcp,
             };
             (i, probe::run(&kind, e.address, hc.timeout.get()).await)

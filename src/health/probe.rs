@@ -28,6 +28,11 @@ pub enum Probe<'a> {
     Http {
         cfg: &'a HttpHealthCheckConfig,
         host: &'a str,
+        /// For clusters that originate TLS: probe over TLS as requests do.
+        tls: Option<(
+            tokio_rustls::TlsConnector,
+            rustls::pki_types::ServerName<'static>,
+        )>,
     },
 }
 
@@ -41,14 +46,29 @@ async fn attempt(probe: &Probe<'_>, addr: SocketAddr) -> Result<(), ProbeError> 
     let stream = TcpStream::connect(addr)
         .await
         .map_err(ProbeError::Connect)?;
-    let Probe::Http { cfg, host } = probe else {
+    let Probe::Http { cfg, host, tls } = probe else {
         return Ok(());
     };
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-            .await
-            .map_err(ProbeError::Http)?;
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = match tls {
+        None => {
+            let (s, c) =
+                hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+                    .await
+                    .map_err(ProbeError::Http)?;
+            (s, tokio::spawn(async move { c.await.map(|_| ()) }))
+        }
+        Some((connector, name)) => {
+            let stream = connector
+                .connect(name.clone(), stream)
+                .await
+                .map_err(ProbeError::Connect)?;
+            let (s, c) =
+                hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+                    .await
+                    .map_err(ProbeError::Http)?;
+            (s, tokio::spawn(async move { c.await.map(|_| ()) }))
+        }
+    };
     let req = http::Request::get(cfg.path.as_str())
         .header(http::header::HOST, *host)
         .header(http::header::USER_AGENT, "outrigger-health-check")

@@ -53,10 +53,11 @@ pub enum ErrorKind {
     RateLimited,
     Overflow,
     Overloaded,
+    UpstreamTls,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::NoRoute,
         ErrorKind::NoHealthyEndpoint,
         ErrorKind::ConnectFailed,
@@ -72,6 +73,7 @@ impl ErrorKind {
         ErrorKind::RateLimited,
         ErrorKind::Overflow,
         ErrorKind::Overloaded,
+        ErrorKind::UpstreamTls,
     ];
 
     /// The `x-outrigger-error` value and metric label.
@@ -92,6 +94,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::Overflow => "overflow",
             ErrorKind::Overloaded => "overloaded",
+            ErrorKind::UpstreamTls => "upstream_tls_error",
         }
     }
 
@@ -105,7 +108,9 @@ impl ErrorKind {
             | ErrorKind::ConnectFailed
             | ErrorKind::ConnectTimeout
             | ErrorKind::ListenerGone => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::UpstreamReset | ErrorKind::UpstreamProtocolError => StatusCode::BAD_GATEWAY,
+            ErrorKind::UpstreamReset
+            | ErrorKind::UpstreamProtocolError
+            | ErrorKind::UpstreamTls => StatusCode::BAD_GATEWAY,
             ErrorKind::Timeout | ErrorKind::PerTryTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Overflow | ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -125,6 +130,7 @@ impl ProxyError {
             ProxyError::NoHealthyEndpoint { .. } => ErrorKind::NoHealthyEndpoint,
             ProxyError::Connect(ConnectError::Timeout { .. }) => ErrorKind::ConnectTimeout,
             ProxyError::Connect(ConnectError::Overflow(_)) => ErrorKind::Overflow,
+            ProxyError::Connect(ConnectError::Tls { .. }) => ErrorKind::UpstreamTls,
             ProxyError::Connect(_) => ErrorKind::ConnectFailed,
             ProxyError::UpstreamReset(_) => ErrorKind::UpstreamReset,
             ProxyError::UpstreamProtocol(_) => ErrorKind::UpstreamProtocolError,

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_OUTRIGGER_ERROR: HeaderName = HeaderName::from_static("x-outrigger-error");
 pub static X_OUTRIGGER_UPSTREAM: HeaderName = HeaderName::from_static("x-outrigger-upstream");
@@ -53,8 +54,17 @@ pub fn prepare_request(
     route: &Route,
     peer: IpAddr,
     scheme: &'static str,
+    client_cert: Option<&str>,
 ) -> Option<()> {
     strip_hop_by_hop(&mut parts.headers);
+    // Only a certificate this proxy verified may speak for the client: an incoming value is
+    // dropped so that it cannot be forged (Envoy's "sanitize").
+    if parts.headers.contains_key(&X_FORWARDED_CLIENT_CERT) {
+        parts.headers.remove(&X_FORWARDED_CLIENT_CERT);
+    }
+    if let Some(v) = client_cert.and_then(|c| HeaderValue::from_str(c).ok()) {
+        parts.headers.insert(X_FORWARDED_CLIENT_CERT.clone(), v);
+    }
     // HTTP/2 carries the host in :authority; an HTTP/1.1 upstream needs a Host header.
     if !parts.headers.contains_key(header::HOST) {
         if let Some(auth) = parts.uri.authority() {

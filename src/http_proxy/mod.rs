@@ -33,6 +33,8 @@ pub struct Downstream {
     /// `http` or `https`, for `x-forwarded-proto`.
     pub scheme: &'static str,
     pub conn: Arc<ConnTracker>,
+    /// `x-forwarded-client-cert` for a verified client certificate (mTLS listeners).
+    pub client_cert: Option<Arc<str>>,
 }
 
 /// Serves one request. The snapshot loaded here is held until the response head is built; the
@@ -87,7 +89,13 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
     let target = route.pick_target();
     let cluster = &target.cluster;
     let hash = cluster.request_hash(&parts.headers, down.peer.ip());
-    forward::prepare_request(&mut parts, route, down.peer.ip(), down.scheme);
+    forward::prepare_request(
+        &mut parts,
+        route,
+        down.peer.ip(),
+        down.scheme,
+        down.client_cert.as_deref(),
+    );
     let attempts = AtomicU32::new(0);
     let work = async {
         match &route.retry {
@@ -383,6 +391,7 @@ pub fn local_error(e: &ProxyError, version: Version) -> Response<ResponseBody> {
         error::ErrorKind::RateLimited => "rate limited\n",
         error::ErrorKind::Overflow => "upstream overflow (circuit breaker)\n",
         error::ErrorKind::Overloaded => "overloaded\n",
+        error::ErrorKind::UpstreamTls => "upstream TLS handshake failed\n",
     };
     let mut resp = Response::new(ResponseBody::full(text));
     *resp.status_mut() = kind.status();

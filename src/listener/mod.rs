@@ -7,11 +7,13 @@ mod framing;
 use crate::config::{ListenerConfig, ListenerProtocol};
 use crate::http_proxy::{self, Downstream};
 use crate::runtime::Runtime;
+use crate::tls::server::TlsServer;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,13 +23,17 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
-#[error("listeners[{index}] ({name}): cannot bind {address}: {source}")]
-pub struct BindError {
-    pub index: usize,
-    pub name: String,
-    pub address: String,
-    #[source]
-    pub source: std::io::Error,
+pub enum BindError {
+    #[error("listeners[{index}] ({name}): cannot bind {address}: {source}")]
+    Bind {
+        index: usize,
+        name: String,
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A bound listening socket with the settings it serves connections with. The socket is
@@ -38,11 +44,40 @@ pub struct Listener {
     pub local_addr: SocketAddr,
     pub(crate) socket: Arc<TcpListener>,
     pub config: ListenerConfig,
+    /// TLS termination, when `tls` is configured; rotation keeps it current.
+    pub(crate) tls: Option<Arc<TlsServer>>,
+}
+
+/// Builds a listener's TLS state (its files are read now: errors name key and file).
+pub fn build_tls(
+    index: usize,
+    cfg: &ListenerConfig,
+    base: &Path,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Result<Option<Arc<TlsServer>>, crate::tls::TlsError> {
+    let Some(tls) = &cfg.tls else { return Ok(None) };
+    let alpn: &[&str] = match cfg.protocol {
+        ListenerProtocol::Http => &["h2", "http/1.1"],
+        ListenerProtocol::Tcp => &[],
+    };
+    TlsServer::build(
+        &cfg.name,
+        &format!("listeners[{index}].tls"),
+        tls,
+        base,
+        alpn,
+        metrics,
+    )
+    .map(Some)
 }
 
 impl Listener {
-    pub async fn bind(index: usize, cfg: &ListenerConfig) -> Result<Listener, BindError> {
-        let err = |source| BindError {
+    pub async fn bind(
+        index: usize,
+        cfg: &ListenerConfig,
+        tls: Option<Arc<TlsServer>>,
+    ) -> Result<Listener, BindError> {
+        let err = |source| BindError::Bind {
             index,
             name: cfg.name.clone(),
             address: cfg.address.clone(),
@@ -55,16 +90,18 @@ impl Listener {
             local_addr,
             socket: Arc::new(socket),
             config: cfg.clone(),
+            tls,
         })
     }
 
     /// The same socket under a new listener definition (a reload that kept the address).
-    pub fn with_config(&self, cfg: &ListenerConfig) -> Listener {
+    pub fn with_config(&self, cfg: &ListenerConfig, tls: Option<Arc<TlsServer>>) -> Listener {
         Listener {
             name: cfg.name.as_str().into(),
             local_addr: self.local_addr,
             socket: self.socket.clone(),
             config: cfg.clone(),
+            tls,
         }
     }
 
@@ -93,6 +130,9 @@ impl Listener {
             .with_label_values(&[&self.name]);
         let drain = runtime.shutdown.drain_token();
         tracing::info!(listener = %self.name, address = %self.local_addr, "listening");
+        if let Some(tls) = &self.tls {
+            tls.spawn_rotation(stop.clone());
+        }
         let shed = runtime
             .metrics
             .load_shed
@@ -135,13 +175,30 @@ impl Listener {
                 continue;
             };
             accepted.inc();
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            let local = stream.local_addr().unwrap_or(self.local_addr);
+            let tls = self.tls.clone();
+            let handshake_timeout = limits.header_read_timeout.get();
             if let Some(settings) = &tcp {
                 let (active, settings, runtime2) =
                     (active.clone(), settings.clone(), runtime.clone());
                 let close = close_connections.clone();
                 runtime.shutdown.track(async move {
                     active.inc();
-                    crate::tcp_proxy::serve(stream, peer, runtime2, settings, close).await;
+                    match tls {
+                        None => {
+                            crate::tcp_proxy::serve(stream, peer, local, runtime2, settings, close)
+                                .await
+                        }
+                        Some(tls) => {
+                            if let Some(s) = tls.accept(stream, handshake_timeout).await {
+                                crate::tcp_proxy::serve(s, peer, local, runtime2, settings, close)
+                                    .await;
+                            }
+                        }
+                    }
                     active.dec();
                     drop(permit);
                 });
@@ -152,8 +209,9 @@ impl Listener {
                     listener: self.name.clone(),
                     runtime: runtime.clone(),
                     peer,
-                    scheme: "http",
+                    scheme: if tls.is_some() { "https" } else { "http" },
                     conn: Arc::new(ConnTracker::new()),
+                    client_cert: None,
                 },
                 builder: builder.clone(),
                 idle_timeout,
@@ -164,7 +222,23 @@ impl Listener {
             let active = active.clone();
             runtime.shutdown.track(async move {
                 active.inc();
-                conn.serve(stream).await;
+                match tls {
+                    None => conn.serve(stream).await,
+                    Some(tls) => {
+                        if let Some(s) = tls.accept(stream, handshake_timeout).await {
+                            // The verified client certificate, for x-forwarded-client-cert.
+                            let xfcc = s
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .map(|c| Arc::<str>::from(crate::tls::certs::xfcc(c)));
+                            let mut conn = conn;
+                            conn.down.client_cert = xfcc;
+                            conn.serve(s).await;
+                        }
+                    }
+                }
                 active.dec();
                 drop(permit);
             });
@@ -215,10 +289,10 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(self, stream: TcpStream) {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
+    async fn serve<S>(self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let tracker = self.down.conn.clone();
         let io = TokioIo::new(framing::FramingGuard::new(
             stream,

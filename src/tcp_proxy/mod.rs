@@ -33,18 +33,17 @@ pub struct TcpSettings {
 
 /// Serves one accepted connection to its end. `close` is cancelled when a reload removes the
 /// listener: the connection then gets `drain_timeout` more before it is cut.
-pub async fn serve(
-    mut client: TcpStream,
+pub async fn serve<S>(
+    mut client: S,
     peer: SocketAddr,
+    local: SocketAddr,
     runtime: Arc<Runtime>,
     settings: Arc<TcpSettings>,
     close: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let started = Instant::now();
-    if let Err(e) = client.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-    }
-    let local = client.local_addr().unwrap_or(peer);
     let (src, dst) = if settings.accept_proxy_protocol {
         match tokio::time::timeout(settings.header_timeout, proxy_protocol::read(&mut client)).await
         {
@@ -230,7 +229,10 @@ async fn connect(
 }
 
 /// Reads until the first TLS record is complete (or clearly not TLS), bounded at 16 KiB + 5.
-async fn read_client_hello(client: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+async fn read_client_hello<S: AsyncRead + Unpin>(
+    client: &mut S,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
     let mut chunk = [0u8; 4096];
     while !sni::record_complete(buf) && buf.len() < 16 * 1024 + 5 {
         let n = client.read(&mut chunk).await?;

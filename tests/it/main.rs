@@ -16,3 +16,4 @@ mod shutdown;
 mod smuggling;
 mod streaming;
 mod tcp;
+mod tls;

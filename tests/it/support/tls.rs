@@ -57,3 +57,80 @@ pub fn connector(roots: &[&Cert]) -> tokio_rustls::TlsConnector {
 pub fn name(n: &str) -> ServerName<'static> {
     ServerName::try_from(n.to_string()).unwrap()
 }
+
+/// A test certificate authority that issues leaf certificates.
+pub struct Ca {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+    pub pem: String,
+    pub der: CertificateDer<'static>,
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Ca {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            pem: cert.pem(),
+            der: cert.der().clone(),
+            cert,
+            key,
+        }
+    }
+
+    /// A leaf for DNS `names` (and an optional URI SAN such as a SPIFFE ID).
+    pub fn issue(&self, names: &[&str], uri: Option<&str>) -> Cert {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().copied().unwrap_or("client"),
+        );
+        if let Some(u) = uri {
+            params.subject_alt_names.push(rcgen::SanType::URI(
+                rcgen::Ia5String::try_from(u.to_string()).unwrap(),
+            ));
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        Cert {
+            der: cert.der().clone(),
+            key: key.serialize_der(),
+            pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+/// A client trusting `roots`, offering `alpn`, presenting `client` if given.
+pub fn client_config(
+    roots: &[&CertificateDer<'static>],
+    alpn: &[&str],
+    client: Option<&Cert>,
+) -> tokio_rustls::TlsConnector {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add((*r).clone()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store);
+    let mut cfg = match client {
+        Some(c) => b
+            .with_client_auth_cert(
+                vec![c.der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.key.clone())),
+            )
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}

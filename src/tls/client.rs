@@ -1,0 +1,85 @@
+//! TLS origination to a cluster's endpoints: SNI, a CA bundle (default: the webpki roots), an
+//! optional client certificate (mTLS upstream), ALPN http/1.1.
+
+use super::{certs, resolve, TlsError};
+use crate::config::ClusterTlsConfig;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use std::path::Path;
+use std::sync::Arc;
+
+pub struct TlsClient {
+    connector: tokio_rustls::TlsConnector,
+    /// Configured SNI; otherwise the endpoint's host.
+    sni: Option<ServerName<'static>>,
+}
+
+impl TlsClient {
+    pub fn build(
+        key_prefix: &str,
+        cfg: &ClusterTlsConfig,
+        base: &Path,
+    ) -> Result<TlsClient, TlsError> {
+        let roots = match &cfg.ca {
+            Some(ca) => certs::root_store(&format!("{key_prefix}.ca"), &resolve(base, ca))?,
+            None => rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            },
+        };
+        let builder = ClientConfig::builder_with_provider(super::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::Config {
+                key: key_prefix.into(),
+                message: e.to_string(),
+            })?
+            .with_root_certificates(roots);
+        let mut config = match (&cfg.cert, &cfg.key) {
+            (Some(cert), Some(key)) => {
+                let (ck, kk) = (format!("{key_prefix}.cert"), format!("{key_prefix}.key"));
+                let chain = certs::read_certs(&ck, &resolve(base, cert))?;
+                let der = certs::read_key(&kk, &resolve(base, key))?;
+                builder
+                    .with_client_auth_cert(chain, der)
+                    .map_err(|e| TlsError::Config {
+                        key: kk,
+                        message: e.to_string(),
+                    })?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            _ => {
+                return Err(TlsError::Config {
+                    key: format!("{key_prefix}.cert"),
+                    message: "cert and key go together".into(),
+                })
+            }
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let sni = cfg
+            .sni
+            .as_ref()
+            .map(|s| {
+                ServerName::try_from(s.clone()).map_err(|e| TlsError::Config {
+                    key: format!("{key_prefix}.sni"),
+                    message: format!("{s:?} is not a server name: {e}"),
+                })
+            })
+            .transpose()?;
+        Ok(TlsClient {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            sni,
+        })
+    }
+
+    /// The name to verify for an endpoint configured as `label` (`host:port`).
+    pub fn server_name(&self, label: &str) -> Option<ServerName<'static>> {
+        if let Some(s) = &self.sni {
+            return Some(s.clone());
+        }
+        let host = crate::config::units::split_host_port(label).ok()?.0;
+        ServerName::try_from(host.to_owned()).ok()
+    }
+
+    pub fn connector(&self) -> &tokio_rustls::TlsConnector {
+        &self.connector
+    }
+}
