@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod access_log;
 pub mod admin;
 pub mod balancer;
 pub mod cluster;

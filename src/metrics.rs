@@ -32,6 +32,7 @@ pub const TLS_HANDSHAKES_TOTAL: &str = "outrigger_tls_handshakes_total";
 pub const TLS_HANDSHAKE_DURATION_SECONDS: &str = "outrigger_tls_handshake_duration_seconds";
 pub const TLS_CERTIFICATE_EXPIRY: &str = "outrigger_tls_certificate_expiry_timestamp_seconds";
 pub const TLS_CERTIFICATE_RELOAD_TOTAL: &str = "outrigger_tls_certificate_reload_total";
+pub const ACCESS_LOG_DROPPED_TOTAL: &str = "outrigger_access_log_dropped_total";
 pub const RETRIES_TOTAL: &str = "outrigger_upstream_retries_total";
 pub const CIRCUIT_BREAKER_OVERFLOW_TOTAL: &str = "outrigger_circuit_breaker_overflow_total";
 pub const CIRCUIT_BREAKER_OPEN: &str = "outrigger_circuit_breaker_open";
@@ -72,6 +73,7 @@ pub struct Metrics {
     pub cluster_panic: IntGaugeVec,
     pub timeouts: IntCounterVec,
     pub downstream_timeouts: IntCounterVec,
+    pub access_log_dropped: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
     pub tls_handshake_duration: HistogramVec,
     pub tls_expiry: GaugeVec,
@@ -230,6 +232,11 @@ impl Metrics {
                 DOWNSTREAM_TIMEOUTS_TOTAL,
                 "Client connections closed by a listener timeout: idle, header_read.",
                 &["listener", "kind"],
+            ),
+            access_log_dropped: counter(
+                ACCESS_LOG_DROPPED_TOTAL,
+                "Access log lines dropped because the writer fell behind (the request path never waits for it).",
+                &["listener"],
             ),
             tls_handshakes: counter(
                 TLS_HANDSHAKES_TOTAL,

@@ -17,6 +17,13 @@ pub enum SnapshotError {
     Cluster(#[from] ClusterError),
     #[error(transparent)]
     Route(#[from] RouteError),
+    #[error("listeners[{index}].access_log.path: cannot open {path:?}: {source}")]
+    AccessLog {
+        index: usize,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Where a TCP listener's connections go, with the metric children they update.
@@ -39,6 +46,7 @@ pub struct TcpRoutes {
 pub struct ListenerState {
     /// TCP listeners only.
     pub tcp: Option<TcpRoutes>,
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     pub routes: RouteTable,
     pub no_route_requests: IntCounter,
     /// Requests refused by `server.max_in_flight_requests`.
@@ -133,6 +141,7 @@ impl Snapshot {
                     l.name.clone(),
                     ListenerState {
                         tcp: Some(TcpRoutes { by_sni, default }),
+                        access_log: None,
                         routes: RouteTable::empty(),
                         no_route_requests,
                         shed_requests,
@@ -149,10 +158,34 @@ impl Snapshot {
                 &by_name,
                 metrics,
             )?;
+            // An unchanged log keeps its open file and writer.
+            let access_log = match &l.access_log {
+                None => None,
+                Some(al) => match previous
+                    .and_then(|p| p.listeners.get(&l.name))
+                    .and_then(|s| s.access_log.clone())
+                    .filter(|old| old.config == *al)
+                {
+                    Some(old) => Some(old),
+                    None => Some(
+                        crate::access_log::AccessLog::start(
+                            al,
+                            &loaded.base_dir,
+                            metrics.access_log_dropped.with_label_values(&[&l.name]),
+                        )
+                        .map_err(|source| SnapshotError::AccessLog {
+                            index: i,
+                            path: al.path.clone(),
+                            source,
+                        })?,
+                    ),
+                },
+            };
             listeners.insert(
                 l.name.clone(),
                 ListenerState {
                     tcp: None,
+                    access_log,
                     routes,
                     no_route_requests,
                     shed_requests,

@@ -185,8 +185,13 @@ fn check_listener(c: &mut Checker, p: &str, l: &ListenerConfig, clusters: &HashS
             }
         }
     }
-    if l.access_log.is_some() {
-        c.unsupported(format!("{p}.access_log"), "access logging");
+    if let Some(al) = &l.access_log {
+        if l.protocol == ListenerProtocol::Tcp {
+            c.unsupported(format!("{p}.access_log"), "access logging on tcp listeners");
+        }
+        if al.path.is_empty() {
+            c.push(format!("{p}.access_log.path"), "use stdout or a file path");
+        }
     }
     let lim = &l.limits;
     if lim.max_connections == 0 {

@@ -10,12 +10,16 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// A request body on its way upstream.
 pub enum RequestBody {
     /// Streamed from the downstream connection.
     Incoming(Incoming),
+    /// Streamed, counting bytes for the access log.
+    Counted(Incoming, Arc<AtomicU64>),
     /// Held in memory (empty bodies, replayable retries).
     Full(Option<Bytes>),
 }
@@ -36,20 +40,29 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Counted(b, n) => {
+                let r = std::task::ready!(Pin::new(b).poll_frame(cx));
+                if let Some(Ok(f)) = &r {
+                    if let Some(d) = f.data_ref() {
+                        n.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                Poll::Ready(r)
+            }
             RequestBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Incoming(b) => b.is_end_stream(),
+            RequestBody::Incoming(b) | RequestBody::Counted(b, _) => b.is_end_stream(),
             RequestBody::Full(d) => d.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Incoming(b) => b.size_hint(),
+            RequestBody::Incoming(b) | RequestBody::Counted(b, _) => b.size_hint(),
             RequestBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
@@ -79,6 +92,25 @@ pub struct ResponseBody {
     lease: Option<Lease>,
     /// Dropped with the body: ends the downstream connection's in-flight count.
     _guard: Option<RequestGuard>,
+    log: Option<Box<PendingLog>>,
+}
+
+/// An access log line waiting for its response body to end.
+pub(crate) struct PendingLog {
+    pub log: Arc<crate::access_log::AccessLog>,
+    pub entry: crate::access_log::Entry,
+    pub started: tokio::time::Instant,
+    pub received: Option<Arc<AtomicU64>>,
+}
+
+impl Drop for PendingLog {
+    fn drop(&mut self) {
+        self.entry.duration = self.started.elapsed();
+        if let Some(r) = &self.received {
+            self.entry.bytes_received = r.load(Ordering::Relaxed);
+        }
+        self.log.emit(&self.entry);
+    }
 }
 
 enum Kind {
@@ -93,6 +125,7 @@ impl ResponseBody {
             kind: Kind::Full((!data.is_empty()).then_some(data)),
             lease: None,
             _guard: None,
+            log: None,
         }
     }
 
@@ -105,6 +138,7 @@ impl ResponseBody {
             kind: Kind::Upstream(body),
             lease: Some(lease),
             _guard: None,
+            log: None,
         };
         b.release_if_done();
         b
@@ -113,6 +147,12 @@ impl ResponseBody {
     /// Attaches something to drop when the body is done with.
     pub(crate) fn with_guard(mut self, guard: RequestGuard) -> ResponseBody {
         self._guard = Some(guard);
+        self
+    }
+
+    /// Attaches an access log line, written when this body is done with.
+    pub(crate) fn with_log(mut self, log: Box<PendingLog>) -> ResponseBody {
+        self.log = Some(log);
         self
     }
 
@@ -136,9 +176,20 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         match &mut this.kind {
-            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Kind::Full(data) => {
+                let frame = data.take();
+                if let (Some(d), Some(log)) = (&frame, &mut this.log) {
+                    log.entry.bytes_sent += d.len() as u64;
+                }
+                Poll::Ready(frame.map(|d| Ok(Frame::data(d))))
+            }
             Kind::Upstream(b) => {
                 let res = std::task::ready!(Pin::new(b).poll_frame(cx));
+                if let (Some(Ok(f)), Some(log)) = (&res, &mut this.log) {
+                    if let Some(d) = f.data_ref() {
+                        log.entry.bytes_sent += d.len() as u64;
+                    }
+                }
                 match &res {
                     None => {
                         if let Some(mut lease) = this.lease.take() {

@@ -35,10 +35,13 @@ pub struct Downstream {
     pub conn: Arc<ConnTracker>,
     /// `x-forwarded-client-cert` for a verified client certificate (mTLS listeners).
     pub client_cert: Option<Arc<str>>,
+    /// The negotiated TLS version, for the access log.
+    pub tls_version: Option<&'static str>,
 }
 
 /// Serves one request. The snapshot loaded here is held until the response head is built; the
-/// response body keeps what it needs (its cluster's pool, in-flight counts) on its own.
+/// response body keeps what it needs (its cluster's pool, in-flight counts, the access log
+/// line) on its own.
 pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<ResponseBody> {
     let start = Instant::now();
     let active = down.conn.request_started();
@@ -47,109 +50,248 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
         return local_error(&ProxyError::ListenerGone, req.version()).map(|b| b.with_guard(active));
     };
     let version = req.version();
-    let fail = |e: ProxyError, active| {
-        listener.count_error(e.kind());
-        local_error(&e, version).map(|b| b.with_guard(active))
-    };
-    if active.framing_rejected() {
-        return fail(ProxyError::AmbiguousFraming, active);
-    }
     let (mut parts, body) = req.into_parts();
-    // RFC 9112 §3.2: more than one Host is a 400; proxies that disagree on which one counts
-    // are a routing-confusion vector.
-    if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {
-        return fail(ProxyError::BadRequest("more than one Host header"), active);
-    }
-    let route = {
-        let host = request_host(&parts);
-        let info = RequestInfo {
-            method: &parts.method,
-            host,
-            path: parts.uri.path(),
-            headers: &parts.headers,
+    let mut log = listener
+        .access_log
+        .as_ref()
+        .map(|l| log_entry(l, &parts, down, start));
+    let received = log
+        .as_ref()
+        .map(|_| Arc::new(std::sync::atomic::AtomicU64::new(0)));
+    let (resp, cluster_name, route_index, attempts) = 'answer: {
+        if active.framing_rejected() {
+            break 'answer (Err(ProxyError::AmbiguousFraming), None, None, 1);
+        }
+        // RFC 9112 §3.2: more than one Host is a 400; proxies that disagree on which one counts
+        // are a routing-confusion vector.
+        if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {
+            break 'answer (
+                Err(ProxyError::BadRequest("more than one Host header")),
+                None,
+                None,
+                1,
+            );
+        }
+        let route = {
+            let host = request_host(&parts);
+            let info = RequestInfo {
+                method: &parts.method,
+                host,
+                path: parts.uri.path(),
+                headers: &parts.headers,
+            };
+            listener.routes.find(&info)
         };
-        listener.routes.find(&info)
-    };
-    let Some(route) = route else {
-        listener.no_route_requests.inc();
-        return fail(ProxyError::NoRoute, active);
-    };
-    let Some(_admitted) = down
-        .runtime
-        .admit(snapshot.loaded.config.server.max_in_flight_requests)
-    else {
-        listener.shed_requests.inc();
-        return fail(ProxyError::Overloaded, active);
-    };
-    if let Some(limiter) = &route.rate_limit {
-        if let Err(wait) = limiter.try_acquire() {
-            return fail(ProxyError::RateLimited(wait), active);
+        let Some(route) = route else {
+            listener.no_route_requests.inc();
+            break 'answer (Err(ProxyError::NoRoute), None, None, 1);
+        };
+        let Some(_admitted) = down
+            .runtime
+            .admit(snapshot.loaded.config.server.max_in_flight_requests)
+        else {
+            listener.shed_requests.inc();
+            break 'answer (Err(ProxyError::Overloaded), None, Some(route.index), 1);
+        };
+        if let Some(limiter) = &route.rate_limit {
+            if let Err(wait) = limiter.try_acquire() {
+                break 'answer (
+                    Err(ProxyError::RateLimited(wait)),
+                    None,
+                    Some(route.index),
+                    1,
+                );
+            }
         }
-    }
-    let target = route.pick_target();
-    let cluster = &target.cluster;
-    let hash = cluster.request_hash(&parts.headers, down.peer.ip());
-    forward::prepare_request(
-        &mut parts,
-        route,
-        down.peer.ip(),
-        down.scheme,
-        down.client_cert.as_deref(),
-    );
-    let attempts = AtomicU32::new(0);
-    let work = async {
-        match &route.retry {
-            None => {
-                attempts.store(1, Ordering::Relaxed);
-                let req = Request::from_parts(parts, RequestBody::Incoming(body));
-                attempt(cluster, req, hash, None, route.add_upstream_header, None)
+        let target = route.pick_target();
+        let cluster = &target.cluster;
+        let hash = cluster.request_hash(&parts.headers, down.peer.ip());
+        forward::prepare_request(
+            &mut parts,
+            route,
+            down.peer.ip(),
+            down.scheme,
+            down.client_cert.as_deref(),
+        );
+        if let Some(entry) = &mut log {
+            entry.entry.request_id = header_str(&parts.headers, &forward::X_REQUEST_ID);
+        }
+        let attempts = AtomicU32::new(1);
+        let upstream_body = match &received {
+            Some(n) => RequestBody::Counted(body, n.clone()),
+            None => RequestBody::Incoming(body),
+        };
+        let work = async {
+            match &route.retry {
+                None => {
+                    let req = Request::from_parts(parts, upstream_body);
+                    attempt(cluster, req, hash, None, route.add_upstream_header, None)
+                        .await
+                        .result
+                }
+                Some(policy) => {
+                    with_retries(
+                        cluster,
+                        policy,
+                        parts,
+                        upstream_body,
+                        hash,
+                        route.add_upstream_header,
+                        &attempts,
+                    )
                     .await
-                    .result
+                }
             }
-            Some(policy) => {
-                with_retries(
-                    cluster,
-                    policy,
-                    parts,
-                    body,
-                    hash,
-                    route.add_upstream_header,
-                    &attempts,
-                )
-                .await
+        };
+        let result = match route.timeout {
+            Some(t) => match tokio::time::timeout(t, work).await {
+                Ok(r) => r,
+                Err(_) => {
+                    cluster.metrics.timeouts[0].inc();
+                    Err(ProxyError::Timeout)
+                }
+            },
+            None => work.await,
+        };
+        let attempts = attempts.load(Ordering::Relaxed);
+        let mut resp = match result {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                tracing::debug!(listener = %down.listener, cluster = %cluster.name, error = %e, "request failed");
+                Err(e)
+            }
+        };
+        if let (Some(_), Ok(r)) = (&route.retry, &mut resp) {
+            r.headers_mut()
+                .insert(forward::X_OUTRIGGER_ATTEMPT_COUNT.clone(), attempts.into());
+        }
+        let status = resp
+            .as_ref()
+            .map_or_else(|e| e.kind().status().as_u16(), |r| r.status().as_u16());
+        target.count(status);
+        cluster
+            .metrics
+            .request_duration
+            .observe(start.elapsed().as_secs_f64());
+        let mut resp = resp;
+        if let (Some(_), Err(_)) = (&route.retry, &resp) {
+            // Proxy-made answers on retried routes say how many tries were made too.
+            let mut r = local_error(
+                resp.as_ref().err().expect("checked to be an error"),
+                version,
+            );
+            r.headers_mut()
+                .insert(forward::X_OUTRIGGER_ATTEMPT_COUNT.clone(), attempts.into());
+            let kind = resp.as_ref().err().map(ProxyError::kind);
+            resp = Ok(r);
+            if let Some(k) = kind {
+                listener.count_error(k);
+                if let Some(entry) = &mut log {
+                    entry.entry.flags = if attempts > 1 {
+                        "URX"
+                    } else {
+                        crate::access_log::flag(k)
+                    };
+                }
             }
         }
+        break 'answer (
+            resp,
+            Some(cluster.name.clone()),
+            Some(route.index),
+            attempts,
+        );
     };
-    let result = match route.timeout {
-        Some(t) => match tokio::time::timeout(t, work).await {
-            Ok(r) => r,
-            Err(_) => {
-                cluster.metrics.timeouts[0].inc();
-                Err(ProxyError::Timeout)
-            }
-        },
-        None => work.await,
-    };
-    let mut resp = match result {
+    let resp = match resp {
         Ok(r) => r,
         Err(e) => {
-            tracing::debug!(listener = %down.listener, cluster = %cluster.name, error = %e, "request failed");
             listener.count_error(e.kind());
+            if let Some(entry) = &mut log {
+                entry.entry.flags = crate::access_log::flag(e.kind());
+            }
             local_error(&e, version)
         }
     };
-    if route.retry.is_some() {
-        resp.headers_mut().insert(
-            forward::X_OUTRIGGER_ATTEMPT_COUNT.clone(),
-            attempts.load(Ordering::Relaxed).into(),
-        );
+    let resp = resp.map(|b| b.with_guard(active));
+    match log {
+        None => resp,
+        Some(mut pending) => {
+            let e = &mut pending.entry;
+            e.status = resp.status().as_u16();
+            e.cluster = cluster_name;
+            e.route = route_index;
+            e.attempts = attempts;
+            if let Some(info) = resp.extensions().get::<UpstreamInfo>() {
+                e.endpoint = Some(info.endpoint.clone());
+                e.upstream_duration = Some(info.duration);
+            }
+            pending.received = received;
+            resp.map(|b| b.with_log(pending))
+        }
     }
-    target.count(resp.status().as_u16());
-    cluster
-        .metrics
-        .request_duration
-        .observe(start.elapsed().as_secs_f64());
-    resp.map(|b| b.with_guard(active))
+}
+
+/// What the access log learns from the upstream exchange, carried in response extensions.
+#[derive(Clone)]
+struct UpstreamInfo {
+    endpoint: String,
+    duration: Duration,
+}
+
+fn header_str(headers: &http::HeaderMap, name: &http::HeaderName) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The request half of an access log line.
+fn log_entry(
+    log: &Arc<crate::access_log::AccessLog>,
+    parts: &http::request::Parts,
+    down: &Downstream,
+    start: Instant,
+) -> Box<body::PendingLog> {
+    let h = &parts.headers;
+    let trace_id = h
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split('-').nth(1))
+        .map(str::to_owned)
+        .or_else(|| {
+            h.get("x-b3-traceid")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+    let entry = crate::access_log::Entry {
+        start: Some(std::time::SystemTime::now()),
+        method: parts.method.to_string(),
+        authority: request_host(parts).unwrap_or("").to_owned(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned(),
+        protocol: match parts.version {
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        },
+        flags: "-",
+        request_id: header_str(h, &forward::X_REQUEST_ID),
+        user_agent: header_str(h, &header::USER_AGENT),
+        downstream: Some(down.peer),
+        tls_version: down.tls_version,
+        trace_id,
+        ..Default::default()
+    };
+    Box::new(body::PendingLog {
+        log: log.clone(),
+        entry,
+        started: start,
+        received: None,
+    })
 }
 
 /// One try's result and the endpoint it went to (a retry avoids it).
@@ -165,7 +307,7 @@ async fn with_retries(
     cluster: &Cluster,
     policy: &retry::RetryPolicy,
     parts: http::request::Parts,
-    body: Incoming,
+    body: RequestBody,
     hash: Option<u64>,
     name_upstream: bool,
     attempts: &AtomicU32,
@@ -177,7 +319,7 @@ async fn with_retries(
             .is_some_and(|n| n <= policy.max_body as u64);
     if !replayable {
         attempts.store(1, Ordering::Relaxed);
-        let req = Request::from_parts(parts, RequestBody::Incoming(body));
+        let req = Request::from_parts(parts, body);
         return attempt(
             cluster,
             req,
@@ -291,6 +433,10 @@ async fn attempt(
             cluster.record(&endpoint, status >= 500, Some(latency));
             let (mut parts, body) = resp.into_parts();
             forward::prepare_response(&mut parts);
+            parts.extensions.insert(UpstreamInfo {
+                endpoint: endpoint.label.clone(),
+                duration: latency,
+            });
             if name_upstream {
                 if let Ok(v) = HeaderValue::from_str(&endpoint.label) {
                     parts

@@ -212,6 +212,7 @@ impl Listener {
                     scheme: if tls.is_some() { "https" } else { "http" },
                     conn: Arc::new(ConnTracker::new()),
                     client_cert: None,
+                    tls_version: None,
                 },
                 builder: builder.clone(),
                 idle_timeout,
@@ -235,6 +236,12 @@ impl Listener {
                                 .map(|c| Arc::<str>::from(crate::tls::certs::xfcc(c)));
                             let mut conn = conn;
                             conn.down.client_cert = xfcc;
+                            conn.down.tls_version =
+                                s.get_ref().1.protocol_version().map(|v| match v {
+                                    rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+                                    rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+                                    _ => "TLS",
+                                });
                             conn.serve(s).await;
                         }
                     }
