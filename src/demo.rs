@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 /// The demo's config, built into the binary so `outrigger demo` works from any directory.
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.yaml");
 
+/// The commented example of every key, printed by `outrigger --print-default-config`.
+pub const EXAMPLE_CONFIG: &str = include_str!("../config/outrigger.yaml");
+
 /// Binds one demo upstream per address and serves forever.
 pub async fn spawn_upstreams(addrs: &[SocketAddr]) -> std::io::Result<()> {
     for (i, addr) in addrs.iter().enumerate() {

@@ -16,6 +16,9 @@ struct Cli {
     /// The YAML config file to run.
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Print the commented example configuration and exit.
+    #[arg(long)]
+    print_default_config: bool,
     /// Log line format (logs go to stderr; RUST_LOG filters them, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -30,6 +33,21 @@ enum Command {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
     },
+    /// Wait until an outrigger is ready (GET /ready answers 200), then run CMD in its place:
+    /// lets an app container start only once its sidecar is up.
+    Await {
+        /// The sidecar's admin address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
+        /// Give up (exit 1) after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+        /// The command to run once ready.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Copy this binary to PATH (for `await` in an app container, via a shared volume).
+    Install { path: PathBuf },
     /// Run the bundled demo: three upstreams on 127.0.0.1:18081-18083 behind 127.0.0.1:15001
     /// (or behind the listeners of --config, whose endpoints should be those three).
     Demo {
@@ -60,8 +78,21 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.print_default_config {
+        print!("{}", outrigger::demo::EXAMPLE_CONFIG);
+        return ExitCode::SUCCESS;
+    }
     init_logging(cli.log_format);
     let result = match cli.command {
+        Some(Command::Await {
+            admin,
+            timeout_secs,
+            command,
+        }) => await_ready(admin, timeout_secs, &command),
+        Some(Command::Install { path }) => std::env::current_exe()
+            .and_then(|exe| std::fs::copy(exe, &path))
+            .map(|_| ExitCode::SUCCESS)
+            .with_context(|| format!("cannot copy outrigger to {}", path.display())),
         Some(Command::Validate { config }) => validate(&config),
         Some(Command::Demo { config: Some(path) }) => outrigger::config::load(&path)
             .map_err(anyhow::Error::from)
@@ -95,6 +126,43 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Polls GET /ready on the admin address, then replaces this process with `command`.
+fn await_ready(
+    admin: std::net::SocketAddr,
+    timeout_secs: u64,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
+    let ready = || -> bool {
+        let Ok(mut s) =
+            std::net::TcpStream::connect_timeout(&admin, std::time::Duration::from_secs(1))
+        else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        if s.write_all(
+            format!("GET /ready HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .is_err()
+        {
+            return false;
+        }
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).is_ok() && &head[9..12] == b"200"
+    };
+    while !ready() {
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("outrigger at {admin} was not ready within {timeout_secs}s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (program, args) = command.split_first().context("no command given after --")?;
+    let err = std::process::Command::new(program).args(args).exec();
+    Err(anyhow::Error::from(err).context(format!("cannot run {program}")))
 }
 
 fn validate(path: &std::path::Path) -> anyhow::Result<ExitCode> {

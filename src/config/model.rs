@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub watch_config: bool,
     /// Requests in flight across all listeners before new ones are refused with 503; 0 = no limit.
     pub max_in_flight_requests: usize,
+    /// Add a W3C `traceparent` to requests that carry no trace context (W3C or B3).
+    pub generate_traceparent: bool,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +45,7 @@ impl Default for ServerConfig {
             drain_timeout: ConfigDuration::secs(15),
             watch_config: true,
             max_in_flight_requests: 0,
+            generate_traceparent: false,
         }
     }
 }

@@ -139,6 +139,21 @@ pub fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&out).expect("hex digits and dashes are valid header bytes")
 }
 
+/// Adds a W3C `traceparent` (random trace and span ids, sampled) when the request carries no
+/// trace context; existing W3C or B3 headers always pass through unchanged.
+pub fn ensure_traceparent(headers: &mut HeaderMap) {
+    if headers.contains_key("traceparent")
+        || headers.contains_key("x-b3-traceid")
+        || headers.contains_key("b3")
+    {
+        return;
+    }
+    let (trace, span): (u128, u64) = (rand::random(), rand::random());
+    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace:032x}-{span:016x}-01")) {
+        headers.insert(HeaderName::from_static("traceparent"), v);
+    }
+}
+
 /// Prepares an upstream response head for the downstream connection.
 pub fn prepare_response(parts: &mut http::response::Parts) {
     strip_hop_by_hop(&mut parts.headers);

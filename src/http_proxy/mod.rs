@@ -51,6 +51,10 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
     };
     let version = req.version();
     let (mut parts, body) = req.into_parts();
+    if snapshot.loaded.config.server.generate_traceparent {
+        // Before the log line is started, so the line carries the generated trace id too.
+        forward::ensure_traceparent(&mut parts.headers);
+    }
     let mut log = listener
         .access_log
         .as_ref()

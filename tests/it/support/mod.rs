@@ -169,6 +169,26 @@ pub fn request(method: &str, addr: SocketAddr, path: &str) -> http::request::Bui
         .header("host", addr.to_string())
 }
 
+/// One GET on a fresh connection, or `None` if nothing answers (yet).
+pub async fn try_get(addr: SocketAddr, path: &str) -> Option<Reply> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await.ok()?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = request("GET", addr, path)
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let resp = sender.send_request(req).await.ok()?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.ok()?.to_bytes();
+    Some(Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    })
+}
+
 /// One GET on a fresh connection.
 pub async fn get(addr: SocketAddr, path: &str) -> Reply {
     H1::connect(addr).await.get(path).await

@@ -1,0 +1,177 @@
+//! The container and deployment files, checked offline with the tools users' CI would use, and a
+//! real Prometheus scraping outrigger with the shipped scrape config.
+
+use crate::support::{eventually, temp_dir, tool, upstream::Behavior, Proxy, Upstream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn dockerfile_passes_hadolint() {
+    let Some(hadolint) = tool("hadolint") else {
+        return;
+    };
+    let (ok, out) = run(Command::new(hadolint).arg(root().join("docker/Dockerfile")));
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn kubernetes_manifests_validate_and_embed_a_valid_config() {
+    let Some(kv) = tool("kubernetes-validate") else {
+        return;
+    };
+    let dir = root().join("docker/kubernetes");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        if doc["kind"] == "ServiceMonitor" {
+            // A CRD: no Kubernetes schema to check it against; its shape is checked here.
+            assert_eq!(doc["spec"]["endpoints"][0]["port"], "admin");
+            continue;
+        }
+        let (ok, out) = run(Command::new(&kv).arg("--strict").arg(&path));
+        assert!(ok && out.contains("passed"), "{}: {out}", path.display());
+        checked += 1;
+        if doc["kind"] == "ConfigMap" {
+            let cfg = doc["data"]["outrigger.yaml"].as_str().unwrap();
+            let file = temp_dir("k8s").join("outrigger.yaml");
+            std::fs::write(&file, cfg).unwrap();
+            let (ok, out) = run(Command::new(env!("CARGO_BIN_EXE_outrigger"))
+                .args(["validate", "--config"])
+                .arg(&file));
+            assert!(ok, "the ConfigMap's config: {out}");
+        }
+    }
+    assert_eq!(checked, 4);
+}
+
+#[test]
+fn compose_prometheus_and_grafana_files_are_consistent() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let (ok, out) = run(Command::new(promtool)
+        .args(["check", "config"])
+        .arg(root().join("docker/prometheus.yml")));
+    assert!(ok, "{out}");
+    let compose: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root().join("docker/compose.yaml")).unwrap())
+            .unwrap();
+    let s = &compose["services"];
+    assert_eq!(
+        s["outrigger"]["network_mode"], "service:app",
+        "the sidecar shares the app's network"
+    );
+    for svc in [
+        "app",
+        "outrigger",
+        "upstream-1",
+        "upstream-2",
+        "prometheus",
+        "grafana",
+    ] {
+        assert!(s.get(svc).is_some(), "service {svc}");
+    }
+    let (ok, out) = run(Command::new(env!("CARGO_BIN_EXE_outrigger"))
+        .args(["validate", "--config"])
+        .arg(root().join("docker/compose/outrigger.yaml")));
+    assert!(ok, "{out}");
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("docker/grafana/outrigger.json")).unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["expr"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    for metric in [
+        "outrigger_downstream_requests_total",
+        "outrigger_request_duration_seconds_bucket",
+        "outrigger_upstream_endpoint_healthy",
+        "outrigger_config_reload_total",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(metric)),
+            "dashboard uses {metric}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_real_prometheus_scrapes_outrigger_with_the_shipped_config() {
+    let Some(prometheus) = tool("prometheus") else {
+        return;
+    };
+    let up = Upstream::start("up", Behavior::Name).await;
+    let proxy = Proxy::start(&format!(
+        "admin: {{ address: \"127.0.0.1:0\" }}\nlisteners:\n  - {{ name: ingress, address: \"127.0.0.1:0\", routes: [{{ match: {{ path_prefix: / }}, cluster: c }}] }}\nclusters:\n  - {{ name: c, endpoints: [{{address: \"{}\"}}] }}\n",
+        up.addr
+    ))
+    .await;
+    // The compose scrape config, pointed at this outrigger and made quick.
+    let dir = temp_dir("prometheus");
+    let shipped = std::fs::read_to_string(root().join("docker/prometheus.yml")).unwrap();
+    let cfg = shipped
+        .replace("app:9901", &proxy.admin().to_string())
+        .replace("scrape_interval: 5s", "scrape_interval: 1s");
+    std::fs::write(dir.join("prometheus.yml"), cfg).unwrap();
+    let web = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = tokio::process::Command::new(prometheus)
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let value = eventually(
+        Duration::from_secs(60),
+        "prometheus reports up == 1 for outrigger",
+        || async move {
+            let r = tokio::time::timeout(
+                Duration::from_secs(2),
+                crate::support::try_get(web, "/api/v1/query?query=up%7Bjob%3D%22outrigger%22%7D"),
+            )
+            .await
+            .ok()??;
+            let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+            let value = v["data"]["result"][0]["value"][1].as_str()?.to_owned();
+            (value == "1").then_some(value)
+        },
+    )
+    .await;
+    assert_eq!(value, "1");
+    let _ = child.kill().await; // stopped by its handle (PID), never by name
+}
