@@ -3,7 +3,7 @@
 //! endpoint with no latency observed yet is scored with the other candidate's EWMA, so it
 //! starts level with its peers: not favoured for an empty history (a flood), not shunned.
 
-use super::{avoiding, two_candidates, weighted_table, Balancer, PickContext, Table};
+use super::{p2c, weighted_table, Balancer, PickContext, Table};
 use crate::cluster::{Endpoint, EndpointSet};
 use std::sync::Arc;
 
@@ -19,29 +19,17 @@ impl Balancer for LeastLatency {
     }
 
     fn pick<'e>(&self, set: &'e EndpointSet, ctx: &PickContext<'_>) -> Option<&'e Arc<Endpoint>> {
-        let eps = &set.routable;
-        let picked = match eps.len() {
-            0 => return None,
-            1 => 0,
-            n => {
-                let (a, b) = two_candidates(n, &set.table);
-                let (ea, eb) = (eps[a].ewma_seconds(), eps[b].ewma_seconds());
-                let (ea, eb) = match (ea, eb) {
-                    (Some(x), Some(y)) => (x, y),
-                    (Some(x), None) => (x, x),
-                    (None, Some(y)) => (y, y),
-                    (None, None) => (1.0, 1.0),
-                };
-                let (ca, cb) = (cost(ea, eps[a].in_flight()), cost(eb, eps[b].in_flight()));
-                // Ties (a new endpoint scored with its competitor's EWMA) go either way, so
-                // neither the candidate order nor a missing history decides.
-                if cb < ca || (cb == ca && fastrand::bool()) {
-                    b
-                } else {
-                    a
-                }
-            }
-        };
-        avoiding(set, picked, ctx)
+        p2c(set, ctx, |a, b| {
+            let (ea, eb) = match (a.ewma_seconds(), b.ewma_seconds()) {
+                (Some(x), Some(y)) => (x, y),
+                (Some(x), None) => (x, x),
+                (None, Some(y)) => (y, y),
+                (None, None) => (1.0, 1.0),
+            };
+            let (ca, cb) = (cost(ea, a.in_flight()), cost(eb, b.in_flight()));
+            // Ties (a new endpoint scored with its competitor's EWMA) go either way, so
+            // neither the candidate order nor a missing history decides.
+            cb < ca || (cb == ca && fastrand::bool())
+        })
     }
 }

@@ -4,7 +4,7 @@
 //! when it is one it competes on load, so it is neither starved nor flooded for having an
 //! empty queue.
 
-use super::{avoiding, two_candidates, weighted_table, Balancer, PickContext, Table};
+use super::{p2c, weighted_table, Balancer, PickContext, Table};
 use crate::cluster::{Endpoint, EndpointSet};
 use std::sync::Arc;
 
@@ -16,21 +16,9 @@ impl Balancer for LeastRequest {
     }
 
     fn pick<'e>(&self, set: &'e EndpointSet, ctx: &PickContext<'_>) -> Option<&'e Arc<Endpoint>> {
-        let eps = &set.routable;
-        let picked = match eps.len() {
-            0 => return None,
-            1 => 0,
-            n => {
-                let (a, b) = two_candidates(n, &set.table);
-                let (fa, fb) = (eps[a].in_flight(), eps[b].in_flight());
-                // Random ties: candidate order must not favour anyone.
-                if fb < fa || (fb == fa && fastrand::bool()) {
-                    b
-                } else {
-                    a
-                }
-            }
-        };
-        avoiding(set, picked, ctx)
+        p2c(set, ctx, |a, b| {
+            let (fa, fb) = (a.in_flight(), b.in_flight());
+            fb < fa || (fb == fa && fastrand::bool())
+        })
     }
 }

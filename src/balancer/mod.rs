@@ -24,6 +24,7 @@ pub use weighted_round_robin::{smooth_schedule, WeightedRoundRobin};
 
 use crate::cluster::{Endpoint, EndpointSet};
 use crate::config::{ClusterConfig, LbPolicy};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,6 +87,54 @@ fn two_candidates(n: usize, table: &Table) -> (usize, usize) {
             (first, (first + 1 + fastrand::usize(..n - 1)) % n)
         }
     }
+}
+
+/// The next position of a rotation (round robin, or a weighted schedule when the set carries
+/// one). A retry (something to avoid) reads the position without moving it: otherwise every
+/// failure would shift the rotation and a dead endpoint would start every request.
+fn rotate<'e>(
+    next: &AtomicUsize,
+    set: &'e EndpointSet,
+    ctx: &PickContext<'_>,
+) -> Option<&'e Arc<Endpoint>> {
+    let n = set.routable.len();
+    if n == 0 {
+        return None;
+    }
+    let i = if ctx.avoid.is_some() {
+        next.load(Ordering::Relaxed)
+    } else {
+        next.fetch_add(1, Ordering::Relaxed)
+    };
+    let picked = match &set.table {
+        Table::Schedule(s) if !s.is_empty() => s[i % s.len()] as usize,
+        _ => i % n,
+    };
+    avoiding(set, picked, ctx)
+}
+
+/// Power of two choices: two candidates (see `two_candidates`), and `prefer_second(a, b)`
+/// decides between them. Ties should be broken at random by the caller's rule so that
+/// candidate order favours no one.
+fn p2c<'e>(
+    set: &'e EndpointSet,
+    ctx: &PickContext<'_>,
+    prefer_second: impl Fn(&Endpoint, &Endpoint) -> bool,
+) -> Option<&'e Arc<Endpoint>> {
+    let eps = &set.routable;
+    let picked = match eps.len() {
+        0 => return None,
+        1 => 0,
+        n => {
+            let (a, b) = two_candidates(n, &set.table);
+            if prefer_second(&eps[a], &eps[b]) {
+                b
+            } else {
+                a
+            }
+        }
+    };
+    avoiding(set, picked, ctx)
 }
 
 /// An alias table when the weights differ; equal weights need none.

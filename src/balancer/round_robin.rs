@@ -2,9 +2,9 @@
 //! ramping up under slow start: then the set carries a smooth weighted schedule of the ramp
 //! factors, and the same counter walks that instead.
 
-use super::{avoiding, smooth_schedule, Balancer, PickContext, Table};
+use super::{rotate, smooth_schedule, Balancer, PickContext, Table};
 use crate::cluster::{Endpoint, EndpointSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 #[derive(Default)]
@@ -28,21 +28,6 @@ impl Balancer for RoundRobin {
     }
 
     fn pick<'e>(&self, set: &'e EndpointSet, ctx: &PickContext<'_>) -> Option<&'e Arc<Endpoint>> {
-        let n = set.routable.len();
-        if n == 0 {
-            return None;
-        }
-        // A retry (something to avoid) reads the position without moving it: otherwise every
-        // failure would shift the rotation and a dead endpoint would start every request.
-        let i = if ctx.avoid.is_some() {
-            self.next.load(Ordering::Relaxed)
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed)
-        };
-        let picked = match &set.table {
-            Table::Schedule(s) if !s.is_empty() => s[i % s.len()] as usize,
-            _ => i % n,
-        };
-        avoiding(set, picked, ctx)
+        rotate(&self.next, set, ctx)
     }
 }

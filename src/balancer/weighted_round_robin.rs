@@ -3,11 +3,11 @@
 //! the total. The heaviest endpoint is spread out instead of picked in a burst. One cycle of
 //! the sequence is precomputed per published set; a pick is one atomic increment.
 
-use super::{avoiding, Balancer, PickContext, Table};
+use super::{rotate, Balancer, PickContext, Table};
 use crate::cluster::{Endpoint, EndpointSet};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 #[derive(Default)]
@@ -96,21 +96,6 @@ impl Balancer for WeightedRoundRobin {
     }
 
     fn pick<'e>(&self, set: &'e EndpointSet, ctx: &PickContext<'_>) -> Option<&'e Arc<Endpoint>> {
-        let n = set.routable.len();
-        if n == 0 {
-            return None;
-        }
-        // A retry (something to avoid) reads the position without moving it: otherwise every
-        // failure would shift the rotation and a dead endpoint would start every request.
-        let i = if ctx.avoid.is_some() {
-            self.next.load(Ordering::Relaxed)
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed)
-        };
-        let picked = match &set.table {
-            Table::Schedule(s) if !s.is_empty() => s[i % s.len()] as usize,
-            _ => i % n,
-        };
-        avoiding(set, picked, ctx)
+        rotate(&self.next, set, ctx)
     }
 }
