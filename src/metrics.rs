@@ -319,6 +319,22 @@ impl Metrics {
         }
     }
 
+    /// Drops the series of an endpoint that is no longer configured, so dashboards do not show
+    /// a stale health value for it.
+    pub fn forget_endpoint(&self, cluster: &str, endpoint: &str) {
+        let labels = [cluster, endpoint];
+        // Removing a series that was never created is not an error worth reporting.
+        let _ = self.upstream_endpoint_healthy.remove_label_values(&labels);
+        let _ = self.endpoint_ewma.remove_label_values(&labels);
+        let _ = self.endpoint_in_flight.remove_label_values(&labels);
+        let _ = self.endpoint_effective_weight.remove_label_values(&labels);
+        for class in CODE_CLASSES {
+            let _ = self
+                .upstream_requests
+                .remove_label_values(&[cluster, endpoint, class]);
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut buf = Vec::with_capacity(16 * 1024);

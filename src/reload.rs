@@ -234,6 +234,18 @@ impl Reloader {
         for c in &retired {
             c.retire();
         }
+        // Series of endpoints that are gone (their cluster removed, or no longer listing them).
+        let now = self.runtime.snapshot();
+        for c in &retired {
+            let still = now.cluster(&c.name);
+            for e in c.endpoints().all.iter() {
+                let kept =
+                    still.is_some_and(|n| n.endpoints().all.iter().any(|x| x.label == e.label));
+                if !kept {
+                    self.runtime.metrics.forget_endpoint(&c.name, &e.label);
+                }
+            }
+        }
         for c in &new_clusters {
             crate::health::spawn(c);
         }

@@ -367,3 +367,39 @@ async fn listeners_are_added_and_removed_by_reload() {
     assert_eq!((reply.status, reply.text().as_str()), (200, "slow"));
     assert_eq!(get(proxy.addr(), "/").await.text(), "a");
 }
+
+#[tokio::test]
+async fn a_removed_endpoint_leaves_no_stale_series() {
+    let (a, b) = (
+        Upstream::start("a", Behavior::Name).await,
+        Upstream::start("b", Behavior::Name).await,
+    );
+    let dir = temp_dir("reload-series");
+    let path = dir.join("outrigger.yaml");
+    write_atomic(&path, &config(&a, &b, "a", false, ""));
+    let proxy = Proxy::start_file(&path).await;
+    let series = format!(
+        r#"outrigger_upstream_endpoint_healthy{{cluster="b",endpoint="{}"}}"#,
+        b.addr
+    );
+    assert_eq!(metric(&proxy.metrics().await, &series), Some(1.0));
+    // Cluster b now lists a's address only: b's old endpoint is gone.
+    let text = config(&a, &b, "a", false, "").replace(
+        &format!("name: b, endpoints: [{{address: \"{}\"}}]", b.addr),
+        &format!("name: b, endpoints: [{{address: \"{}\"}}]", a.addr),
+    );
+    write_atomic(&path, &text);
+    assert_eq!(proxy.reload().await.0, 200);
+    let m = proxy.metrics().await;
+    assert_eq!(metric(&m, &series), None, "stale series removed");
+    assert_eq!(
+        metric(
+            &m,
+            &format!(
+                r#"outrigger_upstream_endpoint_healthy{{cluster="b",endpoint="{}"}}"#,
+                a.addr
+            )
+        ),
+        Some(1.0)
+    );
+}
