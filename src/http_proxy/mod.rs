@@ -62,9 +62,9 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
     let received = log
         .as_ref()
         .map(|_| Arc::new(std::sync::atomic::AtomicU64::new(0)));
-    let (resp, cluster_name, route_index, attempts) = 'answer: {
+    let (resp, cluster_name, route_index, attempts, retried) = 'answer: {
         if active.framing_rejected() {
-            break 'answer (Err(ProxyError::AmbiguousFraming), None, None, 1);
+            break 'answer (Err(ProxyError::AmbiguousFraming), None, None, 1, false);
         }
         // RFC 9112 §3.2: more than one Host is a 400; proxies that disagree on which one counts
         // are a routing-confusion vector.
@@ -74,6 +74,7 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
                 None,
                 None,
                 1,
+                false,
             );
         }
         let route = {
@@ -88,14 +89,20 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
         };
         let Some(route) = route else {
             listener.no_route_requests.inc();
-            break 'answer (Err(ProxyError::NoRoute), None, None, 1);
+            break 'answer (Err(ProxyError::NoRoute), None, None, 1, false);
         };
         let Some(_admitted) = down
             .runtime
             .admit(snapshot.loaded.config.server.max_in_flight_requests)
         else {
             listener.shed_requests.inc();
-            break 'answer (Err(ProxyError::Overloaded), None, Some(route.index), 1);
+            break 'answer (
+                Err(ProxyError::Overloaded),
+                None,
+                Some(route.index),
+                1,
+                false,
+            );
         };
         if let Some(limiter) = &route.rate_limit {
             if let Err(wait) = limiter.try_acquire() {
@@ -104,6 +111,7 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
                     None,
                     Some(route.index),
                     1,
+                    false,
                 );
             }
         }
@@ -160,18 +168,10 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
             None => work.await,
         };
         let attempts = attempts.load(Ordering::Relaxed);
-        let mut resp = match result {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                tracing::debug!(listener = %down.listener, cluster = %cluster.name, error = %e, "request failed");
-                Err(e)
-            }
-        };
-        if let (Some(_), Ok(r)) = (&route.retry, &mut resp) {
-            r.headers_mut()
-                .insert(forward::X_OUTRIGGER_ATTEMPT_COUNT.clone(), attempts.into());
+        if let Err(e) = &result {
+            tracing::debug!(listener = %down.listener, cluster = %cluster.name, error = %e, "request failed");
         }
-        let status = resp
+        let status = result
             .as_ref()
             .map_or_else(|e| e.kind().status().as_u16(), |r| r.status().as_u16());
         target.count(status);
@@ -179,45 +179,34 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
             .metrics
             .request_duration
             .observe(start.elapsed().as_secs_f64());
-        let mut resp = resp;
-        if let (Some(_), Err(_)) = (&route.retry, &resp) {
-            // Proxy-made answers on retried routes say how many tries were made too.
-            let mut r = local_error(
-                resp.as_ref().err().expect("checked to be an error"),
-                version,
-            );
-            r.headers_mut()
-                .insert(forward::X_OUTRIGGER_ATTEMPT_COUNT.clone(), attempts.into());
-            let kind = resp.as_ref().err().map(ProxyError::kind);
-            resp = Ok(r);
-            if let Some(k) = kind {
-                listener.count_error(k);
-                if let Some(entry) = &mut log {
-                    entry.entry.flags = if attempts > 1 {
-                        "URX"
-                    } else {
-                        crate::access_log::flag(k)
-                    };
-                }
-            }
-        }
         break 'answer (
-            resp,
+            result,
             Some(cluster.name.clone()),
             Some(route.index),
             attempts,
+            route.retry.is_some(),
         );
     };
-    let resp = match resp {
+    // The one place a failure becomes a response, counted and flagged.
+    let mut resp = match resp {
         Ok(r) => r,
         Err(e) => {
             listener.count_error(e.kind());
             if let Some(entry) = &mut log {
-                entry.entry.flags = crate::access_log::flag(e.kind());
+                entry.entry.flags = if attempts > 1 {
+                    "URX"
+                } else {
+                    crate::access_log::flag(e.kind())
+                };
             }
             local_error(&e, version)
         }
     };
+    if retried {
+        // Upstream and proxy-made answers alike say how many tries were made.
+        resp.headers_mut()
+            .insert(forward::X_OUTRIGGER_ATTEMPT_COUNT.clone(), attempts.into());
+    }
     let resp = resp.map(|b| b.with_guard(active));
     match log {
         None => resp,
