@@ -21,6 +21,11 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Removes the headers that describe one connection rather than the message (RFC 9110 §7.6.1),
 /// including any named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names (plain comparisons, no hashing) says whether there is anything
+    // to remove; most requests carry no hop-by-hop header, and then that is all the work.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if let Some(conn) = headers.get(header::CONNECTION) {
         if let Ok(list) = conn.to_str() {
             // Rare enough (clients seldom name extra headers) that the allocation is fine.
@@ -34,18 +39,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
         headers.remove(header::CONNECTION);
     }
-    for h in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
+    for h in HOP_BY_HOP {
         if headers.contains_key(h) {
             headers.remove(h);
         }
     }
+}
+
+/// The fixed hop-by-hop headers besides `Connection` (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&HeaderName; 6] = [
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+];
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION || HOP_BY_HOP.contains(&name)
 }
 
 /// Rewrites a downstream request head into the upstream one, in place.
