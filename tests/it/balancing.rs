@@ -7,19 +7,12 @@ async fn round_robin_spreads_3000_requests_exactly_evenly() {
         Upstream::start("b", Behavior::Name).await,
         Upstream::start("c", Behavior::Name).await,
     ];
-    let proxy = Proxy::start(&format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    routes: [{{ match: {{ path_prefix: / }}, cluster: web }}]
-clusters:
-  - name: web
-    lb: round_robin
-    endpoints: [{{address: "{}"}}, {{address: "{}"}}, {{address: "{}"}}]
-"#,
-        ups[0].addr, ups[1].addr, ups[2].addr
+    let addrs = [ups[0].addr, ups[1].addr, ups[2].addr];
+    let proxy = Proxy::start(&crate::support::single_route(
+        "web",
+        &addrs,
+        "",
+        "    lb: round_robin",
     ))
     .await;
     // Four client connections, as a real client pool would use.

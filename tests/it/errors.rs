@@ -9,18 +9,7 @@ async fn refused_upstream_gives_503_with_cause_and_metric() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let proxy = Proxy::start(&format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    routes: [{{ match: {{ path_prefix: / }}, cluster: dead }}]
-clusters:
-  - {{ name: dead, endpoints: [{{address: "{dead}"}}] }}
-"#
-    ))
-    .await;
+    let proxy = Proxy::start(&crate::support::single_route("dead", &[dead], "", "")).await;
     for _ in 0..3 {
         let r = get(proxy.addr(), "/").await;
         assert_eq!(r.status, 503);

@@ -8,27 +8,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 fn yaml(ups: &[&Upstream], route_extra: &str, cluster_extra: &str) -> String {
-    let eps: Vec<String> = ups
-        .iter()
-        .map(|u| format!("{{address: \"{}\"}}", u.addr))
-        .collect();
-    format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    routes:
-      - match: {{ path_prefix: / }}
-        cluster: c
-{route_extra}
-clusters:
-  - name: c
-    endpoints: [{}]
-{cluster_extra}
-"#,
-        eps.join(", ")
-    )
+    let addrs: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
+    crate::support::single_route("c", &addrs, route_extra, cluster_extra)
 }
 
 async fn send(c: &mut H1, addr: SocketAddr, method: &str) -> crate::support::Reply {

@@ -46,19 +46,7 @@ const CASES: &[(&str, &str)] = &[
 #[tokio::test]
 async fn ambiguous_framing_gets_400_closes_and_reaches_no_upstream() {
     let up = Upstream::start("web", Behavior::Name).await;
-    let proxy = Proxy::start(&format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    routes: [{{ match: {{ path_prefix: / }}, cluster: web }}]
-clusters:
-  - {{ name: web, endpoints: [{{address: "{}"}}] }}
-"#,
-        up.addr
-    ))
-    .await;
+    let proxy = Proxy::start(&crate::support::single_route("web", &[up.addr], "", "")).await;
     for (name, bytes) in CASES {
         let (resp, closed) =
             raw_exchange(proxy.addr(), bytes.as_bytes(), Duration::from_secs(5)).await;
@@ -85,19 +73,7 @@ clusters:
 #[tokio::test]
 async fn a_keepalive_request_after_a_clean_one_is_still_checked() {
     let up = Upstream::start("web", Behavior::Name).await;
-    let proxy = Proxy::start(&format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    routes: [{{ match: {{ path_prefix: / }}, cluster: web }}]
-clusters:
-  - {{ name: web, endpoints: [{{address: "{}"}}] }}
-"#,
-        up.addr
-    ))
-    .await;
+    let proxy = Proxy::start(&crate::support::single_route("web", &[up.addr], "", "")).await;
     let pipelined = "POST /ok HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello\
                      POST /bad HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
     let (resp, closed) =

@@ -7,18 +7,7 @@ use hyper::body::Frame;
 const FIFTY_MIB: usize = 50 * 1024 * 1024;
 
 fn config(up: &Upstream) -> String {
-    format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    routes: [{{ match: {{ path_prefix: / }}, cluster: big, timeout: 60s }}]
-clusters:
-  - {{ name: big, endpoints: [{{address: "{}"}}] }}
-"#,
-        up.addr
-    )
+    crate::support::single_route("big", &[up.addr], "        timeout: 60s", "")
 }
 
 #[tokio::test]

@@ -81,6 +81,25 @@ impl Proxy {
     }
 }
 
+/// The common test config: admin and one listener `ingress` on ephemeral ports, every path
+/// routed to cluster `cluster` over `endpoints`. `route_extra` and `cluster_extra` are YAML
+/// lines added to the route (8-space indent) and the cluster (4-space indent).
+pub fn single_route(
+    cluster: &str,
+    endpoints: &[SocketAddr],
+    route_extra: &str,
+    cluster_extra: &str,
+) -> String {
+    let eps: Vec<String> = endpoints
+        .iter()
+        .map(|a| format!("{{address: \"{a}\"}}"))
+        .collect();
+    format!(
+        "admin: {{ address: \"127.0.0.1:0\" }}\nlisteners:\n  - name: ingress\n    address: 127.0.0.1:0\n    routes:\n      - match: {{ path_prefix: / }}\n        cluster: {cluster}\n{route_extra}\nclusters:\n  - name: {cluster}\n    endpoints: [{}]\n{cluster_extra}\n",
+        eps.join(", ")
+    )
+}
+
 /// A fresh temporary folder for one test.
 pub fn temp_dir(tag: &str) -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
