@@ -165,6 +165,11 @@ struct ClusterView<'a> {
 struct EndpointView {
     address: String,
     resolved: String,
+    source: crate::cluster::Source,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zone: Option<String>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    metadata: std::collections::BTreeMap<String, String>,
     /// Passing active health checks (true without them).
     healthy: bool,
     /// Ejected by outlier detection: seconds until it returns.
@@ -198,13 +203,16 @@ fn clusters_json(runtime: &Runtime) -> String {
                     .map(|e| EndpointView {
                         address: e.label.clone(),
                         resolved: e.address.to_string(),
+                        source: e.source,
+                        zone: e.zone.clone(),
+                        metadata: e.metadata.clone(),
                         healthy: e.is_healthy(),
                         ejected_for_seconds: e
                             .ejected_until()
                             .map(|t| t.saturating_sub(now) as f64 / 1e9),
                         ejections: e.ejections(),
                         routable: set.routable.iter().any(|r| std::sync::Arc::ptr_eq(r, e)),
-                        weight: e.weight,
+                        weight: e.weight(),
                         effective_weight: e.effective_weight(),
                         in_flight: e.in_flight(),
                         ewma_latency_seconds: e.ewma_seconds(),

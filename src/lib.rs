@@ -29,6 +29,7 @@ pub mod balancer;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod health;
 pub mod http_proxy;
 pub mod listener;
@@ -40,6 +41,7 @@ pub mod shutdown;
 pub mod snapshot;
 pub mod tcp_proxy;
 pub mod tls;
+pub mod watch;
 
 use config::LoadedConfig;
 use metrics::Metrics;
@@ -97,6 +99,7 @@ impl Server {
         }
         for c in &snapshot.clusters {
             health::spawn(c);
+            discovery::spawn(c);
         }
         metrics.config_reload.with_label_values(&["success"]).inc();
         // Present from the start, so an alert on failures sees 0 rather than no series.
@@ -117,6 +120,20 @@ impl Server {
             if let Err(e) = reload::spawn_watcher(reloader.clone(), source.clone()) {
                 tracing::warn!(file = %source.display(), error = %e, "cannot watch the config file; SIGHUP and POST /reload still reload");
             }
+        }
+        // Like Envoy's cluster warming: not ready until each discovered cluster has had its
+        // first answer (or failed it), so the first requests do not meet an empty cluster.
+        let clusters = runtime.snapshot().clusters.clone();
+        let warm = async {
+            for c in &clusters {
+                c.discovered().await;
+            }
+        };
+        if tokio::time::timeout(std::time::Duration::from_secs(10), warm)
+            .await
+            .is_err()
+        {
+            tracing::warn!("discovery has not answered within 10 s; ready without it");
         }
         runtime.set_ready();
         Ok(Server {

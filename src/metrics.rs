@@ -43,6 +43,8 @@ pub const BUILD_INFO: &str = "outrigger_build_info";
 pub const CONFIG_LAST_RELOAD_SUCCESS: &str =
     "outrigger_config_last_reload_success_timestamp_seconds";
 pub const CONFIG_GENERATION: &str = "outrigger_config_generation";
+pub const DISCOVERY_UPDATES_TOTAL: &str = "outrigger_discovery_updates_total";
+pub const CLUSTER_ENDPOINTS: &str = "outrigger_cluster_endpoints";
 
 /// Latency buckets from 0.5 ms to 30 s: a sidecar's added latency is sub-millisecond, while
 /// upstream calls range to the default 15 s route timeout.
@@ -89,6 +91,49 @@ pub struct Metrics {
     pub config_last_success: prometheus::Gauge,
     pub config_generation: IntGauge,
     pub build_info: IntGauge,
+    pub discovery_updates: IntCounterVec,
+    pub cluster_endpoints: IntGaugeVec,
+}
+
+/// The per-endpoint metric families, kept by a cluster so endpoints that discovery adds later
+/// get their children and removed ones lose them.
+#[derive(Clone)]
+pub struct EndpointFamilies {
+    healthy: IntGaugeVec,
+    requests: IntCounterVec,
+    ewma: GaugeVec,
+    in_flight: IntGaugeVec,
+    effective_weight: GaugeVec,
+}
+
+impl EndpointFamilies {
+    pub fn children(&self, cluster: &str, endpoint: &str) -> crate::cluster::EndpointMetrics {
+        let labels = [cluster, endpoint];
+        crate::cluster::EndpointMetrics {
+            healthy: self.healthy.with_label_values(&labels),
+            requests_by_class: CODE_CLASSES
+                .map(|c| self.requests.with_label_values(&[cluster, endpoint, c])),
+            ewma_seconds: self.ewma.with_label_values(&labels),
+            in_flight: self.in_flight.with_label_values(&labels),
+            effective_weight: self.effective_weight.with_label_values(&labels),
+        }
+    }
+
+    /// Drops the series of an endpoint that is gone, so dashboards do not show a stale health
+    /// value for it.
+    pub fn forget(&self, cluster: &str, endpoint: &str) {
+        let labels = [cluster, endpoint];
+        // Removing a series that was never created is not an error worth reporting.
+        let _ = self.healthy.remove_label_values(&labels);
+        let _ = self.ewma.remove_label_values(&labels);
+        let _ = self.in_flight.remove_label_values(&labels);
+        let _ = self.effective_weight.remove_label_values(&labels);
+        for class in CODE_CLASSES {
+            let _ = self
+                .requests
+                .remove_label_values(&[cluster, endpoint, class]);
+        }
+    }
 }
 
 /// Status code classes are a fixed set of five, which keeps label cardinality bounded.
@@ -315,24 +360,33 @@ impl Metrics {
                 .expect("valid metric definition"),
             ),
             build_info,
+            discovery_updates: counter(
+                DISCOVERY_UPDATES_TOTAL,
+                "Discovery rounds by cluster, source (dns, dns_srv, file) and result: changed, unchanged, failure (the last good set stays), empty_ignored (an empty answer not yet confirmed).",
+                &["cluster", "source", "result"],
+            ),
+            cluster_endpoints: gauge(
+                CLUSTER_ENDPOINTS,
+                "Endpoints of each cluster by state: healthy (routable), unhealthy (failing active checks), ejected (outlier detection).",
+                &["cluster", "state"],
+            ),
             registry,
         }
     }
 
-    /// Drops the series of an endpoint that is no longer configured, so dashboards do not show
-    /// a stale health value for it.
-    pub fn forget_endpoint(&self, cluster: &str, endpoint: &str) {
-        let labels = [cluster, endpoint];
-        // Removing a series that was never created is not an error worth reporting.
-        let _ = self.upstream_endpoint_healthy.remove_label_values(&labels);
-        let _ = self.endpoint_ewma.remove_label_values(&labels);
-        let _ = self.endpoint_in_flight.remove_label_values(&labels);
-        let _ = self.endpoint_effective_weight.remove_label_values(&labels);
-        for class in CODE_CLASSES {
-            let _ = self
-                .upstream_requests
-                .remove_label_values(&[cluster, endpoint, class]);
+    pub fn endpoint_families(&self) -> EndpointFamilies {
+        EndpointFamilies {
+            healthy: self.upstream_endpoint_healthy.clone(),
+            requests: self.upstream_requests.clone(),
+            ewma: self.endpoint_ewma.clone(),
+            in_flight: self.endpoint_in_flight.clone(),
+            effective_weight: self.endpoint_effective_weight.clone(),
         }
+    }
+
+    /// Drops the series of an endpoint that is no longer configured.
+    pub fn forget_endpoint(&self, cluster: &str, endpoint: &str) {
+        self.endpoint_families().forget(cluster, endpoint);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -248,6 +248,7 @@ impl Reloader {
         }
         for c in &new_clusters {
             crate::health::spawn(c);
+            crate::discovery::spawn(c);
         }
         Ok(ReloadSummary {
             generation,
@@ -362,47 +363,13 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Watches the config file's folder (which also catches Kubernetes ConfigMap updates, where the
-/// file is a symlink through `..data` and the folder's `..data` link is swapped atomically) and
-/// reloads, after ~250 ms of quiet, when the file's content changed.
+/// Watches the config file (see `watch::FileWatch`, which also catches Kubernetes ConfigMap
+/// updates) and reloads, after ~250 ms of quiet, when the file's content changed.
 pub fn spawn_watcher(reloader: Arc<Reloader>, path: PathBuf) -> Result<(), notify::Error> {
-    use notify::{RecursiveMode, Watcher};
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // A closed channel means the watcher task is gone with the process.
-        let _ = tx.send(event.is_ok());
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    // A config file that is a symlink to a file elsewhere is also watched where it lives
-    // (edits in place there raise no event in the link's folder).
-    if let Some(target_dir) = std::fs::canonicalize(&path)
-        .ok()
-        .and_then(|t| t.parent().map(Path::to_path_buf))
-    {
-        if std::fs::canonicalize(&dir).ok().as_deref() != Some(target_dir.as_path()) {
-            if let Err(e) = watcher.watch(&target_dir, RecursiveMode::NonRecursive) {
-                tracing::debug!(folder = %target_dir.display(), error = %e, "cannot watch the config file's target folder");
-            }
-        }
-    }
-    tracing::info!(folder = %dir.display(), "watching the config file for changes");
+    let mut watch = crate::watch::FileWatch::new(&path)?;
+    tracing::info!(folder = %watch.folder.display(), "watching the config file for changes");
     tokio::spawn(async move {
-        // Moved in so the watcher lives as long as this task.
-        let _watcher = watcher;
-        while rx.recv().await.is_some() {
-            // Debounce: editors and ConfigMap updates write in several steps.
-            loop {
-                match tokio::time::timeout(Duration::from_millis(250), rx.recv()).await {
-                    Ok(Some(_)) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
+        while watch.changed(Duration::from_millis(250)).await {
             if reloader.file_changed(&path) {
                 tracing::info!(file = %path.display(), "config file changed: reloading");
                 // The outcome is logged and counted inside reload().

@@ -86,7 +86,16 @@ impl Snapshot {
                 .cloned();
             let cluster = match reused {
                 Some(old) => old,
-                None => Arc::new(Cluster::build_in(i, c, metrics, &loaded.base_dir)?),
+                None => {
+                    let new = Cluster::build_in(i, c, metrics, &loaded.base_dir)?;
+                    if let Some(old) = previous
+                        .and_then(|p| p.cluster(&c.name))
+                        .filter(|old| c.discovery.is_some() && old.config.discovery == c.discovery)
+                    {
+                        new.seed_discovered(old);
+                    }
+                    Arc::new(new)
+                }
             };
             by_name.insert(c.name.clone(), cluster.clone());
             clusters.push(cluster);

@@ -35,12 +35,12 @@ pub fn hash_key(data: &[u8]) -> u64 {
 
 impl Ring {
     pub fn new(endpoints: &[Arc<Endpoint>]) -> Ring {
-        let total: u64 = endpoints.iter().map(|e| e.weight.max(1) as u64).sum();
+        let total: u64 = endpoints.iter().map(|e| e.weight().max(1) as u64).sum();
         let per_weight = (MAX_POINTS / total.max(1)).clamp(1, POINTS_PER_WEIGHT);
         let mut points = Vec::with_capacity((total * per_weight) as usize);
         let mut name = String::new();
         for (i, e) in endpoints.iter().enumerate() {
-            for k in 0..e.weight.max(1) as u64 * per_weight {
+            for k in 0..e.weight().max(1) as u64 * per_weight {
                 name.clear();
                 use std::fmt::Write;
                 let _ = write!(name, "{}-{k}", e.label); // writing to a String cannot fail

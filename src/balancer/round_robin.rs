@@ -18,7 +18,7 @@ impl Balancer for RoundRobin {
         let factors: Vec<f64> = endpoints
             .iter()
             .zip(weights)
-            .map(|(e, w)| w / e.weight.max(1) as f64)
+            .map(|(e, w)| w / e.weight().max(1) as f64)
             .collect();
         if factors.iter().all(|f| *f >= 1.0) {
             Table::None

@@ -24,10 +24,20 @@ pub struct EndpointMetrics {
 pub struct Endpoint {
     /// The resolved address connections go to.
     pub address: SocketAddr,
-    /// The address as configured (`web-0.svc:8080`), used in metrics, logs and /clusters.
+    /// The address as configured (`web-0.svc:8080`) or discovered (`10.0.0.7:8080`), used in
+    /// metrics, logs and /clusters.
     pub label: String,
-    /// Configured weight (default 1).
-    pub weight: u32,
+    /// The host name TLS (SNI, certificate check) and HTTP health checks use: the configured
+    /// host, or the DNS name the endpoint was discovered under.
+    pub host: String,
+    /// Where the endpoint came from; discovery replaces only what it added.
+    pub source: Source,
+    /// Zone and free-form metadata from an endpoints file (shown in /clusters).
+    pub zone: Option<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// Configured or discovered weight (default 1); discovery may change it in place (an SRV
+    /// record's new weight) without losing the endpoint's state.
+    weight: AtomicU32,
     /// Result of active health checking (always true without it).
     healthy: AtomicBool,
     /// Cluster-clock ns until which outlier detection keeps it out; 0 when not ejected.
@@ -53,10 +63,17 @@ impl Endpoint {
         metrics: EndpointMetrics,
     ) -> Endpoint {
         metrics.healthy.set(1);
+        let host = crate::config::units::split_host_port(&label)
+            .map(|(h, _)| h.to_owned())
+            .unwrap_or_else(|_| address.ip().to_string());
         Endpoint {
             address,
             label,
-            weight,
+            host,
+            source: Source::Static,
+            zone: None,
+            metadata: Default::default(),
+            weight: AtomicU32::new(weight),
             healthy: AtomicBool::new(true),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
@@ -92,6 +109,37 @@ impl Endpoint {
             EndpointPool::new(0, Duration::ZERO),
             metrics,
         )
+    }
+
+    /// Marks the endpoint as found by discovery.
+    pub(crate) fn discovered(mut self, target: &crate::discovery::Target) -> Endpoint {
+        self.source = Source::Discovered;
+        self.host = target.host.clone();
+        self.zone = target.zone.clone();
+        self.metadata = target.metadata.clone();
+        self
+    }
+
+    /// `host:port`, what an HTTP health check sends as Host.
+    pub fn authority(&self) -> String {
+        match self.source {
+            Source::Static => self.label.clone(),
+            Source::Discovered => match self.address {
+                SocketAddr::V6(_) if self.host.parse::<std::net::Ipv6Addr>().is_ok() => {
+                    format!("[{}]:{}", self.host, self.address.port())
+                }
+                _ => format!("{}:{}", self.host, self.address.port()),
+            },
+        }
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Takes a rediscovered weight; the caller republishes.
+    pub(crate) fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
     }
 
     /// Passing active health checks (or not checked).
@@ -202,9 +250,18 @@ impl std::fmt::Debug for Endpoint {
         f.debug_struct("Endpoint")
             .field("address", &self.address)
             .field("label", &self.label)
-            .field("weight", &self.weight)
+            .field("weight", &self.weight())
             .finish()
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Listed under the cluster's `endpoints`.
+    Static,
+    /// Found by the cluster's `discovery`.
+    Discovered,
 }
 
 #[repr(align(64))]
@@ -281,7 +338,7 @@ impl EndpointSet {
                     _ => 1.0,
                 };
                 ramping |= factor < 1.0;
-                let w = e.weight as f64 * factor;
+                let w = e.weight() as f64 * factor;
                 e.effective_weight.store(w.to_bits(), Ordering::Relaxed);
                 w
             })

@@ -8,12 +8,12 @@ pub mod circuit_breaker;
 mod endpoint;
 pub mod pool;
 
-pub use endpoint::{Endpoint, EndpointMetrics, EndpointSet, InFlight, SetRules};
+pub use endpoint::{Endpoint, EndpointMetrics, EndpointSet, InFlight, SetRules, Source};
 
 use crate::balancer::{self, hash_key, Balancer, PickContext};
 use crate::config::units::split_host_port;
 use crate::config::{ClusterConfig, HashOnConfig, LbPolicy};
-use crate::metrics::{Metrics, CODE_CLASSES};
+use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use prometheus::{Histogram, IntCounter, IntGauge};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -46,6 +46,8 @@ pub(crate) struct ClusterMetrics {
     pub health_success: IntCounter,
     pub health_failure: IntCounter,
     pub ejections: IntCounter,
+    /// healthy (routable), unhealthy, ejected.
+    pub endpoints_by_state: [IntGauge; 3],
     pub panic: IntGauge,
     pub retries: IntCounter,
     /// Indexed like `circuit_breaker::Overflow`: connections, pending, requests.
@@ -59,6 +61,8 @@ pub(crate) struct ClusterMetrics {
 pub(crate) enum Event {
     /// This endpoint just reached `consecutive_failures`.
     Failures(Arc<Endpoint>),
+    /// Discovery found this endpoint list (sorted, one entry per address).
+    Discovered(Vec<crate::discovery::Target>),
 }
 
 pub struct Cluster {
@@ -79,6 +83,12 @@ pub struct Cluster {
     pub breaker: circuit_breaker::Breaker,
     /// TLS origination to the endpoints, when `tls` is configured.
     tls: Option<crate::tls::client::TlsClient>,
+    families: crate::metrics::EndpointFamilies,
+    discovery_updates: prometheus::IntCounterVec,
+    /// The config file's folder: a relative `discovery.file` is found there.
+    pub(crate) base_dir: std::path::PathBuf,
+    /// Discovery rounds finished (applied or failed); start-up readiness waits for the first.
+    pub(crate) discovery_rounds: tokio::sync::watch::Sender<u64>,
 }
 
 impl Cluster {
@@ -107,6 +117,7 @@ impl Cluster {
             })
             .transpose()?;
         let name = cfg.name.as_str();
+        let families = metrics.endpoint_families();
         let mut all = Vec::with_capacity(cfg.endpoints.len());
         for (k, e) in cfg.endpoints.iter().enumerate() {
             let address = resolve(&e.address).map_err(|reason| ClusterError::Resolve {
@@ -115,28 +126,12 @@ impl Cluster {
                 address: e.address.clone(),
                 reason,
             })?;
-            let pool = pool::EndpointPool::new(
-                cfg.pool.max_idle_per_endpoint,
-                cfg.pool.idle_timeout.get(),
-            );
-            let labels = [name, e.address.as_str()];
-            let ep_metrics = EndpointMetrics {
-                healthy: metrics.upstream_endpoint_healthy.with_label_values(&labels),
-                requests_by_class: CODE_CLASSES.map(|c| {
-                    metrics
-                        .upstream_requests
-                        .with_label_values(&[name, e.address.as_str(), c])
-                }),
-                ewma_seconds: metrics.endpoint_ewma.with_label_values(&labels),
-                in_flight: metrics.endpoint_in_flight.with_label_values(&labels),
-                effective_weight: metrics.endpoint_effective_weight.with_label_values(&labels),
-            };
-            all.push(Arc::new(Endpoint::new(
+            all.push(Arc::new(new_endpoint(
+                cfg,
+                &families,
                 address,
                 e.address.clone(),
                 e.weight,
-                pool,
-                ep_metrics,
             )));
         }
         let balancer = balancer::new(cfg);
@@ -159,6 +154,8 @@ impl Cluster {
             health_success: metrics.health_checks.with_label_values(&[name, "success"]),
             health_failure: metrics.health_checks.with_label_values(&[name, "failure"]),
             ejections: metrics.outlier_ejections.with_label_values(&[name]),
+            endpoints_by_state: ["healthy", "unhealthy", "ejected"]
+                .map(|k| metrics.cluster_endpoints.with_label_values(&[name, k])),
             panic: metrics.cluster_panic.with_label_values(&[name]),
             retries: metrics.retries.with_label_values(&[name]),
             overflow: ["connections", "pending", "requests"]
@@ -167,7 +164,7 @@ impl Cluster {
             timeouts: ["route", "per_try", "connect"]
                 .map(|k| metrics.timeouts.with_label_values(&[name, k])),
         };
-        cluster_metrics.panic.set(set.panic as i64);
+        cluster_metrics.set_counts(&set);
         Ok(Cluster {
             name: cfg.name.clone(),
             config: cfg.clone(),
@@ -188,6 +185,10 @@ impl Cluster {
                 None => circuit_breaker::Breaker::unlimited(),
             },
             tls,
+            families,
+            discovery_updates: metrics.discovery_updates.clone(),
+            base_dir: base.to_path_buf(),
+            discovery_rounds: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -216,15 +217,150 @@ impl Cluster {
     /// cluster's task only (the single writer), and once at build.
     pub(crate) fn republish(&self) -> Arc<EndpointSet> {
         let all = self.endpoints.load().all.clone();
+        self.publish(all)
+    }
+
+    fn publish(&self, all: Vec<Arc<Endpoint>>) -> Arc<EndpointSet> {
         let set = Arc::new(EndpointSet::build(
             all,
             self.balancer.as_ref(),
             self.rules,
             self.now_ns(),
         ));
-        self.metrics.panic.set(set.panic as i64);
+        self.metrics.set_counts(&set);
         self.endpoints.store(set.clone());
         set
+    }
+
+    /// Replaces the discovered part of the endpoint set with `targets` and publishes it (the
+    /// cluster's task only). Endpoints that stay are the same objects, so they keep health,
+    /// EWMA, in-flight counts and pooled connections; a changed weight is taken in place.
+    /// Removed endpoints close their idle connections and lose their metric series; requests
+    /// in flight on them finish. New ones start unhealthy when `start_unhealthy` (they wait for
+    /// a passing health check). Returns the endpoints added.
+    pub(crate) fn apply_discovered(
+        &self,
+        targets: &[crate::discovery::Target],
+        start_unhealthy: bool,
+    ) -> Vec<Arc<Endpoint>> {
+        let current = self.endpoints.load_full();
+        let mut all: Vec<Arc<Endpoint>> = current
+            .all
+            .iter()
+            .filter(|e| e.source == Source::Static)
+            .cloned()
+            .collect();
+        let mut old: std::collections::HashMap<SocketAddr, &Arc<Endpoint>> = current
+            .all
+            .iter()
+            .filter(|e| e.source == Source::Discovered)
+            .map(|e| (e.address, e))
+            .collect();
+        let mut added = Vec::new();
+        for t in targets {
+            // A target that is also a static endpoint, or listed twice, is one endpoint.
+            if all.iter().any(|e| e.address == t.address) {
+                continue;
+            }
+            match old.remove(&t.address) {
+                Some(e) => {
+                    e.set_weight(t.weight);
+                    all.push(e.clone());
+                }
+                None => {
+                    let e = new_endpoint(
+                        &self.config,
+                        &self.families,
+                        t.address,
+                        t.address.to_string(),
+                        t.weight,
+                    )
+                    .discovered(t);
+                    if start_unhealthy {
+                        e.set_healthy(false);
+                    }
+                    let e = Arc::new(e);
+                    added.push(e.clone());
+                    all.push(e);
+                }
+            }
+        }
+        for e in old.values() {
+            e.pool.close();
+            self.families.forget(&self.name, &e.label);
+        }
+        if !added.is_empty() || !old.is_empty() {
+            tracing::info!(
+                cluster = %self.name,
+                added = added.len(),
+                removed = old.len(),
+                endpoints = all.len(),
+                "discovered endpoint set changed"
+            );
+        }
+        self.publish(all);
+        added
+    }
+
+    /// Hands an event to the cluster's task; fails when the task is gone.
+    pub(crate) async fn send(&self, event: Event) -> Result<(), ()> {
+        self.events.send(event).await.map_err(|_| ())
+    }
+
+    pub(crate) fn count_discovery(&self, source: &str, result: &str) {
+        self.discovery_updates
+            .with_label_values(&[&self.name, source, result])
+            .inc();
+    }
+
+    /// Counts a finished discovery round (start-up readiness waits for the first).
+    pub(crate) fn discovery_round_done(&self) {
+        self.discovery_rounds.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until discovery has finished its first round (at once without discovery).
+    pub async fn discovered(&self) {
+        if self.config.discovery.is_none() {
+            return;
+        }
+        let mut rounds = self.discovery_rounds.subscribe();
+        // An error means the sender (this cluster) is gone: nothing left to wait for.
+        let _ = rounds.wait_for(|n| *n > 0).await;
+    }
+
+    /// The discovered endpoints as targets (a rebuilt cluster starts from its predecessor's).
+    pub(crate) fn discovered_targets(&self) -> Vec<(crate::discovery::Target, bool)> {
+        self.endpoints
+            .load()
+            .all
+            .iter()
+            .filter(|e| e.source == Source::Discovered)
+            .map(|e| {
+                (
+                    crate::discovery::Target {
+                        address: e.address,
+                        weight: e.weight(),
+                        host: e.host.clone(),
+                        zone: e.zone.clone(),
+                        metadata: e.metadata.clone(),
+                    },
+                    e.is_healthy(),
+                )
+            })
+            .collect()
+    }
+
+    /// Starts a rebuilt cluster from the endpoints its predecessor had discovered, with their
+    /// health, so a reload that changes the cluster does not empty it until the next round.
+    pub(crate) fn seed_discovered(&self, previous: &Cluster) {
+        let seeded = previous.discovered_targets();
+        let targets: Vec<_> = seeded.iter().map(|(t, _)| t.clone()).collect();
+        for e in self.apply_discovered(&targets, false) {
+            if let Some((_, healthy)) = seeded.iter().find(|(t, _)| t.address == e.address) {
+                e.set_healthy(*healthy);
+            }
+        }
+        self.republish();
     }
 
     /// The affinity hash of a request for ring_hash clusters; `None` for other policies or when
@@ -321,7 +457,7 @@ impl Cluster {
         rustls::pki_types::ServerName<'static>,
     )> {
         let tls = self.tls.as_ref()?;
-        let name = tls.server_name(&endpoint.label).or_else(|| {
+        let name = tls.server_name(&endpoint.host).or_else(|| {
             Some(rustls::pki_types::ServerName::IpAddress(
                 endpoint.address.ip().into(),
             ))
@@ -339,6 +475,42 @@ impl Cluster {
         self.metrics.breaker_open.set(self.breaker.is_open() as i64);
         for e in self.endpoints.load().all.iter() {
             e.refresh_gauges();
+        }
+    }
+}
+
+fn new_endpoint(
+    cfg: &ClusterConfig,
+    families: &crate::metrics::EndpointFamilies,
+    address: SocketAddr,
+    label: String,
+    weight: u32,
+) -> Endpoint {
+    let pool = pool::EndpointPool::new(cfg.pool.max_idle_per_endpoint, cfg.pool.idle_timeout.get());
+    let metrics = families.children(&cfg.name, &label);
+    Endpoint::new(address, label, weight, pool, metrics)
+}
+
+impl ClusterMetrics {
+    fn set_counts(&self, set: &EndpointSet) {
+        self.panic.set(set.panic as i64);
+        let ejected = set
+            .all
+            .iter()
+            .filter(|e| e.ejected_until().is_some())
+            .count();
+        let unhealthy = set
+            .all
+            .iter()
+            .filter(|e| !e.is_healthy() && e.ejected_until().is_none())
+            .count();
+        let healthy = set.all.len() - ejected - unhealthy;
+        for (g, n) in self
+            .endpoints_by_state
+            .iter()
+            .zip([healthy, unhealthy, ejected])
+        {
+            g.set(n as i64);
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct EndpointPool {
     idle: Mutex<Vec<Idle>>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// The endpoint left its cluster: connections coming back from in-flight requests close.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl EndpointPool {
@@ -60,7 +62,16 @@ impl EndpointPool {
             idle: Mutex::new(Vec::new()),
             max_idle,
             idle_timeout,
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Closes every idle connection and refuses returned ones from now on (the endpoint was
+    /// removed; requests still in flight on it finish first).
+    pub fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// The most recently returned live connection, if any. Connections idle past the timeout
@@ -82,7 +93,10 @@ impl EndpointPool {
 
     /// Returns a connection whose last exchange completed cleanly.
     pub fn put(&self, sender: Sender) {
-        if sender.is_closed() || self.max_idle == 0 {
+        if sender.is_closed()
+            || self.max_idle == 0
+            || self.closed.load(std::sync::atomic::Ordering::Relaxed)
+        {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());

@@ -419,6 +419,27 @@ pub struct DiscoveryConfig {
     pub refresh: Option<ConfigDuration>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resolvers: Vec<String>,
+    /// New endpoints of a health-checked cluster wait for a passing check before they get
+    /// traffic; true sends to them at once.
+    #[serde(default)]
+    pub start_healthy: bool,
+    /// An empty answer (no records, an empty file) is applied only after this many in a row,
+    /// so one bad answer never empties the cluster.
+    #[serde(default = "default_empty_confirmations")]
+    pub empty_confirmations: u32,
+}
+
+fn default_empty_confirmations() -> u32 {
+    2
+}
+
+impl DiscoveryConfig {
+    /// How often DNS is asked again (and an endpoints file re-read, besides watching it).
+    pub fn refresh_interval(&self) -> std::time::Duration {
+        self.refresh
+            .map(|r| r.get())
+            .unwrap_or(std::time::Duration::from_secs(5))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]

@@ -566,8 +566,8 @@ fn check_cluster(c: &mut Checker, p: &str, cl: &ClusterConfig) {
             );
         }
     }
-    if cl.discovery.is_some() {
-        c.unsupported(format!("{p}.discovery"), "endpoint discovery");
+    if let Some(d) = &cl.discovery {
+        discovery(c, &format!("{p}.discovery"), d);
     }
     if cl.protocol != UpstreamProtocol::Http1 {
         c.unsupported(
@@ -590,5 +590,58 @@ fn check_cluster(c: &mut Checker, p: &str, cl: &ClusterConfig) {
                 c.push(format!("{p}.circuit_breaker.{k}"), "must be at least 1");
             }
         }
+    }
+}
+
+fn discovery(c: &mut Checker, p: &str, d: &super::DiscoveryConfig) {
+    let sources = [d.dns.is_some(), d.dns_srv.is_some(), d.file.is_some()]
+        .iter()
+        .filter(|s| **s)
+        .count();
+    if sources != 1 {
+        c.push(p.to_string(), "set exactly one of dns, dns_srv or file");
+    }
+    if let Some(dns) = &d.dns {
+        match split_host_port(dns) {
+            Err(msg) => c.push(format!("{p}.dns"), msg),
+            Ok((host, _)) if host.parse::<std::net::IpAddr>().is_ok() => c.push(
+                format!("{p}.dns"),
+                format!("{dns:?} is an address, not a name to resolve; list it under endpoints"),
+            ),
+            Ok(_) => {}
+        }
+    }
+    if let Some(srv) = &d.dns_srv {
+        if srv.is_empty() || srv.contains(':') || srv.contains(char::is_whitespace) {
+            c.push(
+                format!("{p}.dns_srv"),
+                format!("{srv:?} is not a DNS name (e.g. _http._tcp.web.service.consul)"),
+            );
+        }
+    }
+    if d.file.as_deref() == Some("") {
+        c.push(format!("{p}.file"), "must name a file");
+    }
+    if let Some(r) = d.refresh {
+        if r.get().is_zero() {
+            c.push(format!("{p}.refresh"), "must be more than 0");
+        }
+    }
+    if !d.resolvers.is_empty() && d.dns.is_none() && d.dns_srv.is_none() {
+        c.push(
+            format!("{p}.resolvers"),
+            "resolvers apply to dns and dns_srv discovery only",
+        );
+    }
+    for (k, r) in d.resolvers.iter().enumerate() {
+        if crate::discovery::dns::parse_resolver(r).is_none() {
+            c.push(
+                format!("{p}.resolvers[{k}]"),
+                format!("{r:?} is not an IP address or IP:port"),
+            );
+        }
+    }
+    if d.empty_confirmations == 0 {
+        c.push(format!("{p}.empty_confirmations"), "must be at least 1");
     }
 }

@@ -10,6 +10,8 @@ pub enum Transition {
 #[derive(Debug, Clone)]
 pub struct HealthCounter {
     healthy: bool,
+    /// A newly discovered endpoint: its first passing probe makes it healthy.
+    awaiting_first: bool,
     streak: u32,
     healthy_threshold: u32,
     unhealthy_threshold: u32,
@@ -19,9 +21,19 @@ impl HealthCounter {
     pub fn new(healthy: bool, healthy_threshold: u32, unhealthy_threshold: u32) -> HealthCounter {
         HealthCounter {
             healthy,
+            awaiting_first: false,
             streak: 0,
             healthy_threshold: healthy_threshold.max(1),
             unhealthy_threshold: unhealthy_threshold.max(1),
+        }
+    }
+
+    /// An endpoint that starts unhealthy and needs one passing probe (not `healthy_threshold`)
+    /// to get traffic: it is new, not recovering.
+    pub fn awaiting_first(healthy_threshold: u32, unhealthy_threshold: u32) -> HealthCounter {
+        HealthCounter {
+            awaiting_first: true,
+            ..HealthCounter::new(false, healthy_threshold, unhealthy_threshold)
         }
     }
 
@@ -32,7 +44,9 @@ impl HealthCounter {
             return None;
         }
         self.streak += 1;
-        let needed = if ok {
+        let needed = if ok && self.awaiting_first {
+            1
+        } else if ok {
             self.healthy_threshold
         } else {
             self.unhealthy_threshold
@@ -41,6 +55,7 @@ impl HealthCounter {
             return None;
         }
         self.healthy = ok;
+        self.awaiting_first = false;
         self.streak = 0;
         Some(if ok {
             Transition::BecameHealthy

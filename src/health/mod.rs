@@ -97,6 +97,14 @@ async fn run(weak: Weak<Cluster>, mut events: tokio::sync::mpsc::Receiver<Event>
                     let Some(cluster) = weak.upgrade() else { return };
                     eject(&cluster, &endpoint);
                 }
+                Some(Event::Discovered(targets)) => {
+                    let Some(cluster) = weak.upgrade() else { return };
+                    if apply_discovered(&cluster, &targets, &mut counters) {
+                        // New endpoints waiting for their first check: probe now.
+                        next_probe = Instant::now();
+                    }
+                    cluster.discovery_round_done();
+                }
             },
             _ = tokio::time::sleep_until(deadline) => {}
         }
@@ -126,7 +134,7 @@ async fn probe_round(cluster: &Arc<Cluster>, counters: &mut HashMap<String, Heal
                 .http
                 .as_ref()
                 .and_then(|h| h.host.clone())
-                .unwrap_or_else(|| e.label.clone());
+                .unwrap_or_else(|| e.authority());
             let kind = match &hc.http {
                 Some(cfg) => probe::Probe::Http {
                     cfg,
@@ -164,6 +172,33 @@ async fn probe_round(cluster: &Arc<Cluster>, counters: &mut HashMap<String, Heal
             None => {}
         }
     }
+}
+
+/// Applies a discovered endpoint list; true when new endpoints wait for a health check.
+fn apply_discovered(
+    cluster: &Cluster,
+    targets: &[crate::discovery::Target],
+    counters: &mut HashMap<String, HealthCounter>,
+) -> bool {
+    let hc = cluster.config.health_check.as_ref();
+    let start_healthy = cluster
+        .config
+        .discovery
+        .as_ref()
+        .is_some_and(|d| d.start_healthy);
+    let wait_for_check = hc.is_some() && !start_healthy;
+    let added = cluster.apply_discovered(targets, wait_for_check);
+    let set = cluster.endpoints();
+    counters.retain(|label, _| set.all.iter().any(|e| &e.label == label));
+    if let (true, Some(hc)) = (wait_for_check, hc) {
+        for e in &added {
+            counters.insert(
+                e.label.clone(),
+                HealthCounter::awaiting_first(hc.healthy_threshold, hc.unhealthy_threshold),
+            );
+        }
+    }
+    wait_for_check && !added.is_empty()
 }
 
 /// Ejects an endpoint that reached `consecutive_failures`, unless that would take more than

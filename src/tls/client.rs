@@ -71,11 +71,11 @@ impl TlsClient {
     }
 
     /// The name to verify for an endpoint configured as `label` (`host:port`).
-    pub fn server_name(&self, label: &str) -> Option<ServerName<'static>> {
+    /// The configured `sni`, else the endpoint's host name.
+    pub fn server_name(&self, host: &str) -> Option<ServerName<'static>> {
         if let Some(s) = &self.sni {
             return Some(s.clone());
         }
-        let host = crate::config::units::split_host_port(label).ok()?.0;
         ServerName::try_from(host.to_owned()).ok()
     }
 

@@ -163,6 +163,22 @@ fn broken_files_exit_1_naming_line_and_key_path() {
             GOOD.replace("path_prefix: /", "path_prefix: /, method: \"G T\""),
             ":5: listeners[0].routes[0].match.method: \"G T\" is not an HTTP method",
         ),
+        (
+            "two discovery sources",
+            GOOD.replace(
+                "    endpoints:",
+                "    discovery: { dns: \"web.svc:80\", file: eps.yaml }\n    endpoints:",
+            ),
+            ":10: clusters[0].discovery: set exactly one of dns, dns_srv or file",
+        ),
+        (
+            "bad resolver",
+            GOOD.replace(
+                "    endpoints:",
+                "    discovery: { dns: \"web.svc:80\", resolvers: [dns.local] }\n    endpoints:",
+            ),
+            ":10: clusters[0].discovery.resolvers[0]: \"dns.local\" is not an IP address or IP:port",
+        ),
     ];
     assert!(cases.len() >= 12);
     let mut failures = Vec::new();

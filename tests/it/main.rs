@@ -7,6 +7,7 @@ mod admin;
 mod balancing;
 mod config_errors;
 mod deploy;
+mod discovery;
 mod errors;
 mod health;
 mod lifecycle;
