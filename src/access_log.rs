@@ -62,6 +62,7 @@ pub fn flag(kind: ErrorKind) -> &'static str {
         ErrorKind::RateLimited => "RL",
         ErrorKind::Overflow => "UO",
         ErrorKind::Overloaded => "OM",
+        ErrorKind::ConnectNotAllowed => "NR",
     }
 }
 

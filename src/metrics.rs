@@ -45,6 +45,7 @@ pub const CONFIG_LAST_RELOAD_SUCCESS: &str =
 pub const CONFIG_GENERATION: &str = "outrigger_config_generation";
 pub const DISCOVERY_UPDATES_TOTAL: &str = "outrigger_discovery_updates_total";
 pub const CLUSTER_ENDPOINTS: &str = "outrigger_cluster_endpoints";
+pub const GRPC_RESPONSES_TOTAL: &str = "outrigger_grpc_responses_total";
 
 /// Latency buckets from 0.5 ms to 30 s: a sidecar's added latency is sub-millisecond, while
 /// upstream calls range to the default 15 s route timeout.
@@ -93,6 +94,7 @@ pub struct Metrics {
     pub build_info: IntGauge,
     pub discovery_updates: IntCounterVec,
     pub cluster_endpoints: IntGaugeVec,
+    pub grpc_responses: IntCounterVec,
 }
 
 /// The per-endpoint metric families, kept by a cluster so endpoints that discovery adds later
@@ -369,6 +371,11 @@ impl Metrics {
                 CLUSTER_ENDPOINTS,
                 "Endpoints of each cluster by state: healthy (routable), unhealthy (failing active checks), ejected (outlier detection).",
                 &["cluster", "state"],
+            ),
+            grpc_responses: counter(
+                GRPC_RESPONSES_TOTAL,
+                "gRPC responses by cluster and grpc-status (0-16; proxy-made errors included; unknown when a response ended without one).",
+                &["cluster", "grpc_status"],
             ),
             registry,
         }

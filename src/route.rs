@@ -65,6 +65,8 @@ pub struct Route {
     pub headers_add: Vec<(HeaderName, HeaderValue)>,
     /// Name the chosen endpoint in an `x-outrigger-upstream` response header.
     pub add_upstream_header: bool,
+    /// Plain CONNECT is tunnelled to the cluster (otherwise 405).
+    pub allow_connect: bool,
     pub retry: Option<crate::http_proxy::retry::RetryPolicy>,
     pub rate_limit: Option<crate::http_proxy::rate_limit::RateLimiter>,
 }
@@ -196,6 +198,7 @@ impl RouteTable {
                 request_headers_add: Default::default(),
                 rate_limit: None,
                 add_upstream_header: false,
+                allow_connect: false,
             };
             out.push(build_route(
                 listener,
@@ -318,6 +321,7 @@ fn build_route(
         timeout: (!r.timeout.is_zero()).then(|| r.timeout.get()),
         rewrite,
         add_upstream_header: r.add_upstream_header,
+        allow_connect: r.allow_connect,
         headers_add: header_pairs(
             &r.request_headers_add,
             &format!("{path}.request_headers_add"),

@@ -85,6 +85,7 @@ pub struct Cluster {
     tls: Option<crate::tls::client::TlsClient>,
     families: crate::metrics::EndpointFamilies,
     discovery_updates: prometheus::IntCounterVec,
+    grpc_responses: crate::http_proxy::body::GrpcCount,
     /// The config file's folder: a relative `discovery.file` is found there.
     pub(crate) base_dir: std::path::PathBuf,
     /// Discovery rounds finished (applied or failed); start-up readiness waits for the first.
@@ -113,7 +114,12 @@ impl Cluster {
             .tls
             .as_ref()
             .map(|t| {
-                crate::tls::client::TlsClient::build(&format!("clusters[{index}].tls"), t, base)
+                crate::tls::client::TlsClient::build(
+                    &format!("clusters[{index}].tls"),
+                    t,
+                    base,
+                    cfg.protocol,
+                )
             })
             .transpose()?;
         let name = cfg.name.as_str();
@@ -187,6 +193,10 @@ impl Cluster {
             tls,
             families,
             discovery_updates: metrics.discovery_updates.clone(),
+            grpc_responses: crate::http_proxy::body::GrpcCount::new(
+                metrics.grpc_responses.clone(),
+                name,
+            ),
             base_dir: base.to_path_buf(),
             discovery_rounds: tokio::sync::watch::Sender::new(0),
         })
@@ -305,6 +315,11 @@ impl Cluster {
     /// Hands an event to the cluster's task; fails when the task is gone.
     pub(crate) async fn send(&self, event: Event) -> Result<(), ()> {
         self.events.send(event).await.map_err(|_| ())
+    }
+
+    /// Counts gRPC statuses of this cluster's responses.
+    pub(crate) fn grpc_count(&self) -> &crate::http_proxy::body::GrpcCount {
+        &self.grpc_responses
     }
 
     pub(crate) fn count_discovery(&self, source: &str, result: &str) {
@@ -426,7 +441,11 @@ impl Cluster {
 
     /// Opens a new upstream connection to `endpoint`, within the circuit breaker's connection
     /// and pending-request limits.
-    pub async fn connect(&self, endpoint: &Endpoint) -> Result<pool::Sender, pool::ConnectError> {
+    pub async fn connect(
+        &self,
+        endpoint: &Endpoint,
+        protocol: pool::Protocol,
+    ) -> Result<pool::Connected, pool::ConnectError> {
         let overflow = |o: circuit_breaker::Overflow| {
             self.metrics.overflow[o as usize].inc();
             pool::ConnectError::Overflow(o)
@@ -439,13 +458,44 @@ impl Cluster {
             &self.metrics.connections_active,
             &self.metrics.connect_failures,
             slot,
-            self.tls_for(endpoint),
+            match protocol {
+                pool::Protocol::Http1 => self.tls_h1_for(endpoint),
+                _ => self.tls_for(endpoint),
+            },
+            protocol,
         )
         .await;
         if let Err(pool::ConnectError::Timeout { .. }) = &result {
             self.metrics.timeouts[2].inc();
         }
         result
+    }
+
+    /// Whether connections to the endpoints are TLS.
+    pub fn originates_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The protocol new connections of this cluster speak.
+    pub fn protocol(&self) -> pool::Protocol {
+        match self.config.protocol {
+            crate::config::UpstreamProtocol::Http1 => pool::Protocol::Http1,
+            crate::config::UpstreamProtocol::Http2 => pool::Protocol::Http2,
+            crate::config::UpstreamProtocol::Auto => pool::Protocol::Auto,
+        }
+    }
+
+    /// HTTP/1.1 over this cluster's TLS settings, whatever `protocol` says: health probes and
+    /// upgrades (WebSocket) speak HTTP/1.1.
+    pub fn tls_h1_for(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Option<(
+        &tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )> {
+        let (_, name) = self.tls_for(endpoint)?;
+        Some((self.tls.as_ref()?.h1_connector(), name))
     }
 
     /// The connector and server name for TLS to `endpoint`, when the cluster originates TLS.

@@ -157,6 +157,14 @@ pub struct LimitsConfig {
     pub idle_timeout: ConfigDuration,
     /// TCP: copy buffer per direction per connection.
     pub buffer_kb: usize,
+    /// HTTP/2: streams a client may have open at once on one connection.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 rapid reset (CVE-2023-44487): streams a client may open and reset before the
+    /// proxy has even accepted them; past it the connection gets GOAWAY (ENHANCE_YOUR_CALM).
+    pub http2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2: streams the proxy may reset for protocol errors before it closes the connection
+    /// (the other half of rapid-reset and CONTINUATION-flood protection).
+    pub http2_max_local_error_reset_streams: usize,
 }
 
 impl Default for LimitsConfig {
@@ -167,6 +175,9 @@ impl Default for LimitsConfig {
             header_read_timeout: ConfigDuration::secs(10),
             idle_timeout: ConfigDuration::secs(60),
             buffer_kb: 16,
+            http2_max_concurrent_streams: 100,
+            http2_max_pending_accept_reset_streams: 20,
+            http2_max_local_error_reset_streams: 1024,
         }
     }
 }
@@ -194,6 +205,10 @@ pub struct RouteConfig {
     /// Debugging aid: name the chosen endpoint in an `x-outrigger-upstream` response header.
     #[serde(default)]
     pub add_upstream_header: bool,
+    /// Accept plain `CONNECT` on this route: answer 200 and tunnel the bytes to an endpoint of
+    /// its cluster. Without it, CONNECT gets 405.
+    #[serde(default)]
+    pub allow_connect: bool,
 }
 
 fn default_route_timeout() -> ConfigDuration {
@@ -568,6 +583,12 @@ fn default_min_weight_percent() -> u32 {
 pub struct PoolConfig {
     pub max_idle_per_endpoint: usize,
     pub idle_timeout: ConfigDuration,
+    /// HTTP/2 upstreams: connections opened per endpoint at most.
+    pub http2_max_connections_per_endpoint: usize,
+    /// HTTP/2 upstreams: streams on one connection before another is opened (up to the
+    /// connection limit; past it, streams share the least busy connection, and the server's
+    /// own SETTINGS_MAX_CONCURRENT_STREAMS always holds).
+    pub http2_max_streams_per_connection: usize,
 }
 
 impl Default for PoolConfig {
@@ -575,6 +596,8 @@ impl Default for PoolConfig {
         PoolConfig {
             max_idle_per_endpoint: 64,
             idle_timeout: ConfigDuration::secs(90),
+            http2_max_connections_per_endpoint: 4,
+            http2_max_streams_per_connection: 100,
         }
     }
 }

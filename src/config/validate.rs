@@ -214,6 +214,12 @@ fn check_listener(c: &mut Checker, p: &str, l: &ListenerConfig, clusters: &HashS
             if !(1..=10).contains(&l.connect_attempts) {
                 c.push(format!("{p}.connect_attempts"), "must be between 1 and 10");
             }
+            if lim.http2_max_concurrent_streams == 0 {
+                c.push(
+                    format!("{p}.limits.http2_max_concurrent_streams"),
+                    "must be at least 1",
+                );
+            }
             if !(1..=1024).contains(&lim.buffer_kb) {
                 c.push(
                     format!("{p}.limits.buffer_kb"),
@@ -569,10 +575,16 @@ fn check_cluster(c: &mut Checker, p: &str, cl: &ClusterConfig) {
     if let Some(d) = &cl.discovery {
         discovery(c, &format!("{p}.discovery"), d);
     }
-    if cl.protocol != UpstreamProtocol::Http1 {
-        c.unsupported(
-            format!("{p}.protocol"),
-            "an upstream protocol other than http1",
+    if cl.pool.http2_max_connections_per_endpoint == 0 {
+        c.push(
+            format!("{p}.pool.http2_max_connections_per_endpoint"),
+            "must be at least 1",
+        );
+    }
+    if cl.pool.http2_max_streams_per_connection == 0 {
+        c.push(
+            format!("{p}.pool.http2_max_streams_per_connection"),
+            "must be at least 1",
         );
     }
     if let Some(t) = &cl.tls {

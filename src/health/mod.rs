@@ -121,7 +121,7 @@ async fn probe_round(cluster: &Arc<Cluster>, counters: &mut HashMap<String, Heal
     let jitter = hc.jitter.map(|j| j.get()).unwrap_or_default();
     let mut probes = JoinSet::new();
     for (i, e) in set.all.iter().enumerate() {
-        let tls = cluster.tls_for(e).map(|(c, n)| (c.clone(), n));
+        let tls = cluster.tls_h1_for(e).map(|(c, n)| (c.clone(), n));
         let (e, hc) = (e.clone(), hc.clone());
         let delay = if jitter.is_zero() {
             Duration::ZERO

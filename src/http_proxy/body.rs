@@ -80,9 +80,49 @@ pub struct Lease {
 
 impl Lease {
     fn release(&mut self) {
-        if let Some(sender) = self.sender.take() {
+        // An HTTP/1.1 connection goes back to the idle stack; an HTTP/2 stream just ends.
+        if let Some(Sender::H1(sender)) = self.sender.take() {
             self.in_flight.endpoint().pool.put(sender);
         }
+    }
+}
+
+/// Counts a cluster's gRPC statuses (`outrigger_grpc_responses_total`).
+#[derive(Clone)]
+pub struct GrpcCount {
+    vec: prometheus::IntCounterVec,
+    cluster: Arc<str>,
+}
+
+impl GrpcCount {
+    pub fn new(vec: prometheus::IntCounterVec, cluster: &str) -> GrpcCount {
+        GrpcCount {
+            vec,
+            cluster: cluster.into(),
+        }
+    }
+
+    pub fn count(&self, status: &str) {
+        let label = super::grpc::status_label(status);
+        self.vec.with_label_values(&[&self.cluster, label]).inc();
+    }
+}
+
+/// A gRPC response whose status comes in its trailers: counted when they pass, or as
+/// `unknown` if the body ends (or is dropped) without them.
+struct GrpcPending(Option<GrpcCount>);
+
+impl GrpcPending {
+    fn seen(&mut self, status: &str) {
+        if let Some(c) = self.0.take() {
+            c.count(status);
+        }
+    }
+}
+
+impl Drop for GrpcPending {
+    fn drop(&mut self) {
+        self.seen("unknown");
     }
 }
 
@@ -90,6 +130,7 @@ impl Lease {
 pub struct ResponseBody {
     kind: Kind,
     lease: Option<Lease>,
+    grpc: Option<GrpcPending>,
     /// Dropped with the body: ends the downstream connection's in-flight count.
     _guard: Option<RequestGuard>,
     log: Option<Box<PendingLog>>,
@@ -124,6 +165,7 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Full((!data.is_empty()).then_some(data)),
             lease: None,
+            grpc: None,
             _guard: None,
             log: None,
         }
@@ -137,11 +179,18 @@ impl ResponseBody {
         let mut b = ResponseBody {
             kind: Kind::Upstream(body),
             lease: Some(lease),
+            grpc: None,
             _guard: None,
             log: None,
         };
         b.release_if_done();
         b
+    }
+
+    /// Counts the gRPC status this body's trailers carry.
+    pub(crate) fn with_grpc_trailers(mut self, count: GrpcCount) -> ResponseBody {
+        self.grpc = Some(GrpcPending(Some(count)));
+        self
     }
 
     /// Attaches something to drop when the body is done with.
@@ -188,6 +237,11 @@ impl Body for ResponseBody {
                 if let (Some(Ok(f)), Some(log)) = (&res, &mut this.log) {
                     if let Some(d) = f.data_ref() {
                         log.entry.bytes_sent += d.len() as u64;
+                    }
+                }
+                if let (Some(Ok(f)), Some(g)) = (&res, &mut this.grpc) {
+                    if let Some(t) = f.trailers_ref() {
+                        g.seen(super::grpc::status(t).unwrap_or("unknown"));
                     }
                 }
                 match &res {

@@ -33,6 +33,8 @@ pub enum ProxyError {
     Overflow(crate::cluster::circuit_breaker::Overflow),
     #[error("too many requests in flight in this process")]
     Overloaded,
+    #[error("CONNECT is not allowed on this route")]
+    ConnectNotAllowed,
 }
 
 /// The causes as a closed set, so metric children can be resolved once per listener.
@@ -54,10 +56,11 @@ pub enum ErrorKind {
     Overflow,
     Overloaded,
     UpstreamTls,
+    ConnectNotAllowed,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::NoRoute,
         ErrorKind::NoHealthyEndpoint,
         ErrorKind::ConnectFailed,
@@ -74,6 +77,7 @@ impl ErrorKind {
         ErrorKind::Overflow,
         ErrorKind::Overloaded,
         ErrorKind::UpstreamTls,
+        ErrorKind::ConnectNotAllowed,
     ];
 
     /// The `x-outrigger-error` value and metric label.
@@ -95,6 +99,7 @@ impl ErrorKind {
             ErrorKind::Overflow => "overflow",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::UpstreamTls => "upstream_tls_error",
+            ErrorKind::ConnectNotAllowed => "connect_not_allowed",
         }
     }
 
@@ -114,6 +119,29 @@ impl ErrorKind {
             ErrorKind::Timeout | ErrorKind::PerTryTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Overflow | ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// The gRPC status a gRPC client gets instead of the HTTP status (gRPC clients read
+    /// `grpc-status`, not the HTTP one): timeouts are DEADLINE_EXCEEDED (4), an unknown
+    /// method UNIMPLEMENTED (12), a malformed request INTERNAL (13), a rate limit
+    /// RESOURCE_EXHAUSTED (8), everything upstream-side UNAVAILABLE (14), which clients retry.
+    pub fn grpc_status(self) -> u8 {
+        match self {
+            ErrorKind::Timeout | ErrorKind::PerTryTimeout => 4,
+            ErrorKind::NoRoute | ErrorKind::ConnectNotAllowed => 12,
+            ErrorKind::DownstreamBody | ErrorKind::AmbiguousFraming | ErrorKind::BadRequest => 13,
+            ErrorKind::RateLimited => 8,
+            ErrorKind::NoHealthyEndpoint
+            | ErrorKind::ConnectFailed
+            | ErrorKind::ConnectTimeout
+            | ErrorKind::ListenerGone
+            | ErrorKind::UpstreamReset
+            | ErrorKind::UpstreamProtocolError
+            | ErrorKind::UpstreamTls
+            | ErrorKind::Overflow
+            | ErrorKind::Overloaded => 14,
         }
     }
 
@@ -143,6 +171,7 @@ impl ProxyError {
             ProxyError::RateLimited(_) => ErrorKind::RateLimited,
             ProxyError::Overflow(_) => ErrorKind::Overflow,
             ProxyError::Overloaded => ErrorKind::Overloaded,
+            ProxyError::ConnectNotAllowed => ErrorKind::ConnectNotAllowed,
         }
     }
 

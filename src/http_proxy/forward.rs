@@ -41,6 +41,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     for h in HOP_BY_HOP {
         if headers.contains_key(h) {
+            // `TE: trailers` is the one TE value that passes: gRPC uses it to say the client
+            // understands trailers (what Envoy does too).
+            if *h == header::TE && headers.get(h).is_some_and(|v| v == "trailers") {
+                continue;
+            }
             headers.remove(h);
         }
     }

@@ -4,8 +4,10 @@
 pub mod body;
 pub mod error;
 pub mod forward;
+pub mod grpc;
 pub mod rate_limit;
 pub mod retry;
+mod tunnel;
 
 use crate::balancer::PickContext;
 use crate::cluster::pool::{self, Sender};
@@ -51,6 +53,31 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
     };
     let version = req.version();
     let (mut parts, body) = req.into_parts();
+    let grpc = grpc::is_grpc(&parts.headers);
+    let mut grpc_count: Option<body::GrpcCount> = None;
+    // RFC 8441: WebSocket over HTTP/2 is an extended CONNECT; upstream it becomes the
+    // HTTP/1.1 handshake (GET + Upgrade), and its 101 becomes the client's 200.
+    let h2_websocket = parts.method == http::Method::CONNECT
+        && parts
+            .extensions
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    let is_connect = parts.method == http::Method::CONNECT && !h2_websocket;
+    let upgrade = if h2_websocket {
+        parts.method = http::Method::GET;
+        parts
+            .headers
+            .insert(SEC_WEBSOCKET_KEY.clone(), websocket_key());
+        Some(HeaderValue::from_static("websocket"))
+    } else {
+        upgrade_protocol(&parts.headers)
+    };
+    // The downstream half of a tunnel (WebSocket after a 101, CONNECT after a 200).
+    let mut on_upgrade = if upgrade.is_some() || is_connect {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
     if snapshot.loaded.config.server.generate_traceparent {
         // Before the log line is started, so the line carries the generated trace id too.
         forward::ensure_traceparent(&mut parts.headers);
@@ -82,14 +109,20 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
             let info = RequestInfo {
                 method: &parts.method,
                 host,
-                path: parts.uri.path(),
+                // CONNECT names host:port, not a path; it matches as "/".
+                path: if is_connect { "/" } else { parts.uri.path() },
                 headers: &parts.headers,
             };
             listener.routes.find(&info)
         };
-        let Some(route) = route else {
+        let Some(route) = route.filter(|r| !is_connect || r.allow_connect) else {
             listener.no_route_requests.inc();
-            break 'answer (Err(ProxyError::NoRoute), None, None, 1, false);
+            let e = if is_connect {
+                ProxyError::ConnectNotAllowed
+            } else {
+                ProxyError::NoRoute
+            };
+            break 'answer (Err(e), None, None, 1, false);
         };
         let Some(_admitted) = down
             .runtime
@@ -117,6 +150,29 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
         }
         let target = route.pick_target();
         let cluster = &target.cluster;
+        if grpc {
+            grpc_count = Some(cluster.grpc_count().clone());
+        }
+        if is_connect {
+            let result = tunnel::connect(cluster, on_upgrade.take(), down.peer).await;
+            let status = result
+                .as_ref()
+                .map_or_else(|e| e.kind().status().as_u16(), |r| r.status().as_u16());
+            target.count(status);
+            break 'answer (
+                result,
+                Some(cluster.name.clone()),
+                Some(route.index),
+                1,
+                false,
+            );
+        }
+        // The client's gRPC deadline, when it is shorter than the route's.
+        let timeout = match (route.timeout, grpc.then(|| grpc::timeout(&parts.headers))) {
+            (Some(r), Some(Some(g))) => Some(r.min(g)),
+            (None, Some(Some(g))) => Some(g),
+            (r, _) => r,
+        };
         let hash = cluster.request_hash(&parts.headers, down.peer.ip());
         forward::prepare_request(
             &mut parts,
@@ -128,6 +184,13 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
         if let Some(entry) = &mut log {
             entry.entry.request_id = header_str(&parts.headers, &forward::X_REQUEST_ID);
         }
+        if let Some(proto) = &upgrade {
+            // Hop-by-hop, so removed above; an upgrade passes them on by design.
+            parts.headers.insert(header::UPGRADE, proto.clone());
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         let attempts = AtomicU32::new(1);
         let upstream_body = match &received {
             Some(n) => RequestBody::Counted(body, n.clone()),
@@ -137,11 +200,34 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
         // `timeout` and through this function's state cost ~10% of instructions (callgrind).
         let work = Box::pin(async {
             match &route.retry {
+                // An upgrade is not replayed: the tunnel that follows is not a request.
+                _ if upgrade.is_some() => {
+                    let req = Request::from_parts(parts, upstream_body);
+                    attempt(
+                        cluster,
+                        req,
+                        hash,
+                        None,
+                        route.add_upstream_header,
+                        None,
+                        true,
+                    )
+                    .await
+                    .result
+                }
                 None => {
                     let req = Request::from_parts(parts, upstream_body);
-                    attempt(cluster, req, hash, None, route.add_upstream_header, None)
-                        .await
-                        .result
+                    attempt(
+                        cluster,
+                        req,
+                        hash,
+                        None,
+                        route.add_upstream_header,
+                        None,
+                        false,
+                    )
+                    .await
+                    .result
                 }
                 Some(policy) => {
                     with_retries(
@@ -157,7 +243,7 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
                 }
             }
         });
-        let result = match route.timeout {
+        let result = match timeout {
             Some(t) => match tokio::time::timeout(t, work).await {
                 Ok(r) => r,
                 Err(_) => {
@@ -199,8 +285,51 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
                     crate::access_log::flag(e.kind())
                 };
             }
-            local_error(&e, version)
+            let mut resp = local_error(&e, version);
+            if grpc {
+                let kind = e.kind();
+                *resp.status_mut() = http::StatusCode::OK;
+                grpc::error_headers(resp.headers_mut(), kind.grpc_status(), error_text(kind));
+                *resp.body_mut() = ResponseBody::empty();
+                if let Some(c) = &grpc_count {
+                    c.count(&kind.grpc_status().to_string());
+                }
+            }
+            resp
         }
+    };
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        if let (Some(down_side), Some(up_side), Some(proto)) = (
+            on_upgrade,
+            resp.extensions_mut().remove::<hyper::upgrade::OnUpgrade>(),
+            upgrade,
+        ) {
+            if h2_websocket {
+                *resp.status_mut() = http::StatusCode::OK;
+                resp.headers_mut().remove(SEC_WEBSOCKET_ACCEPT.clone());
+            } else {
+                resp.headers_mut().insert(header::UPGRADE, proto);
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            }
+            tunnel::spawn_upgraded(down_side, up_side);
+        }
+    }
+    let mut resp = match grpc_count {
+        Some(c)
+            if resp.status() == http::StatusCode::OK
+                && resp.extensions().get::<UpstreamInfo>().is_some() =>
+        {
+            // Trailers-only responses carry the status in the headers.
+            match grpc::status(resp.headers()) {
+                Some(st) => {
+                    c.count(st);
+                    resp
+                }
+                None => resp.map(|b| b.with_grpc_trailers(c)),
+            }
+        }
+        _ => resp,
     };
     if retried {
         // Upstream and proxy-made answers alike say how many tries were made.
@@ -322,6 +451,7 @@ async fn with_retries(
             None,
             name_upstream,
             policy.per_try_timeout,
+            false,
         )
         .await
         .result;
@@ -349,6 +479,7 @@ async fn with_retries(
             avoid.as_deref(),
             name_upstream,
             policy.per_try_timeout,
+            false,
         )
         .await;
         let outcome = match &att.result {
@@ -383,6 +514,7 @@ async fn attempt(
     avoid: Option<&Endpoint>,
     name_upstream: bool,
     per_try_timeout: Option<Duration>,
+    upgrade: bool,
 ) -> Attempt {
     let slot = match cluster.breaker.request() {
         Ok(s) => s,
@@ -407,14 +539,16 @@ async fn attempt(
     let in_flight = endpoint.start_request();
     let sent = Instant::now();
     let result = match per_try_timeout {
-        Some(t) => match tokio::time::timeout(t, exchange(cluster, &endpoint, req)).await {
-            Ok(r) => r,
-            Err(_) => {
-                cluster.metrics.timeouts[1].inc();
-                Err(ProxyError::PerTryTimeout)
+        Some(t) => {
+            match tokio::time::timeout(t, exchange(cluster, &endpoint, req, upgrade)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    cluster.metrics.timeouts[1].inc();
+                    Err(ProxyError::PerTryTimeout)
+                }
             }
-        },
-        None => exchange(cluster, &endpoint, req).await,
+        }
+        None => exchange(cluster, &endpoint, req, upgrade).await,
     };
     let latency = sent.elapsed();
     let result = match result {
@@ -440,7 +574,8 @@ async fn attempt(
                 }
             }
             let lease = Lease {
-                sender: Some(sender),
+                // A connection that switched protocols belongs to the tunnel now.
+                sender: (status != 101).then_some(sender),
                 in_flight,
                 _slot: slot,
             };
@@ -467,32 +602,111 @@ async fn attempt(
     }
 }
 
-/// One request/response exchange with `endpoint`: a pooled connection if one is live, else a
-/// new one. A pooled connection that turns out closed before the request was written hands
-/// the request back, and it goes out on the next connection instead.
+/// One request/response exchange with `endpoint`. HTTP/2 clusters send it as a stream on the
+/// least busy shared connection (opening one when needed, one opener at a time). HTTP/1.1 uses
+/// a pooled connection if one is live, else a new one; a pooled connection that turns out
+/// closed before the request was written hands the request back, and it goes out on the next
+/// connection instead. Upgrades (WebSocket) always speak HTTP/1.1.
 async fn exchange(
     cluster: &Cluster,
     endpoint: &Endpoint,
     mut req: Request<RequestBody>,
+    upgrade: bool,
 ) -> Result<(Response<Incoming>, Sender), ProxyError> {
+    let protocol = if upgrade {
+        pool::Protocol::Http1
+    } else {
+        cluster.protocol()
+    };
+    if protocol != pool::Protocol::Http1 {
+        let (streams, conns) = (
+            cluster.config.pool.http2_max_streams_per_connection,
+            cluster.config.pool.http2_max_connections_per_endpoint,
+        );
+        if let pool::H2Pick::Stream(s) = endpoint.pool.h2_pick(streams, conns) {
+            return send_h2(cluster, endpoint, s, req).await;
+        }
+        if protocol == pool::Protocol::Http2 {
+            let opening = endpoint.pool.h2_connecting.lock().await;
+            // Whoever held the lock before may have opened the connection this one needs.
+            if let pool::H2Pick::Stream(s) = endpoint.pool.h2_pick(streams, conns) {
+                drop(opening);
+                return send_h2(cluster, endpoint, s, req).await;
+            }
+            let connected = cluster.connect(endpoint, protocol).await?;
+            drop(opening);
+            return send_connected(cluster, endpoint, connected, req).await;
+        }
+    }
     while let Some(mut sender) = endpoint.pool.take() {
         if sender.ready().await.is_err() {
             continue;
         }
         match sender.try_send_request(req).await {
-            Ok(resp) => return Ok((resp, sender)),
+            Ok(resp) => return Ok((resp, Sender::H1(sender))),
             Err(mut e) => match e.take_message() {
                 Some(r) => req = r,
                 None => return Err(ProxyError::from_upstream(e.into_error())),
             },
         }
     }
-    let mut sender = cluster.connect(endpoint).await?;
+    let connected = cluster.connect(endpoint, protocol).await?;
+    send_connected(cluster, endpoint, connected, req).await
+}
+
+async fn send_connected(
+    cluster: &Cluster,
+    endpoint: &Endpoint,
+    connected: pool::Connected,
+    req: Request<RequestBody>,
+) -> Result<(Response<Incoming>, Sender), ProxyError> {
+    match connected {
+        pool::Connected::H1(mut sender) => {
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(ProxyError::from_upstream)?;
+            Ok((resp, Sender::H1(sender)))
+        }
+        pool::Connected::H2(sender) => {
+            let stream = endpoint.pool.h2_add(sender);
+            send_h2(cluster, endpoint, stream, req).await
+        }
+    }
+}
+
+/// Sends a request as an HTTP/2 stream: the host moves from `Host` into `:authority`.
+async fn send_h2(
+    cluster: &Cluster,
+    endpoint: &Endpoint,
+    stream: pool::H2Stream,
+    mut req: Request<RequestBody>,
+) -> Result<(Response<Incoming>, Sender), ProxyError> {
+    let authority = req
+        .headers_mut()
+        .remove(header::HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+        .or_else(|| http::uri::Authority::try_from(endpoint.authority()).ok());
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(if cluster.originates_tls() {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
+    uri.authority = authority;
+    uri.path_and_query = req.uri().path_and_query().cloned();
+    if let Ok(u) = http::Uri::from_parts(uri) {
+        *req.uri_mut() = u;
+    }
+    *req.version_mut() = Version::HTTP_2;
+    let mut sender = stream.sender();
+    // Waits while the connection is at the server's SETTINGS_MAX_CONCURRENT_STREAMS.
+    sender.ready().await.map_err(ProxyError::from_upstream)?;
     let resp = sender
         .send_request(req)
         .await
         .map_err(ProxyError::from_upstream)?;
-    Ok((resp, sender))
+    Ok((resp, Sender::H2(stream)))
 }
 
 /// The host a request is addressed to, without the port.
@@ -515,25 +729,7 @@ fn strip_port(host: &str) -> &str {
 /// errors) go to logs and metrics, not to clients.
 pub fn local_error(e: &ProxyError, version: Version) -> Response<ResponseBody> {
     let kind = e.kind();
-    let text: &'static str = match kind {
-        error::ErrorKind::NoRoute => "no route matched the request\n",
-        error::ErrorKind::NoHealthyEndpoint => "no healthy upstream\n",
-        error::ErrorKind::ConnectFailed | error::ErrorKind::ConnectTimeout => {
-            "upstream connect error\n"
-        }
-        error::ErrorKind::UpstreamReset => "upstream reset before response\n",
-        error::ErrorKind::UpstreamProtocolError => "invalid response from upstream\n",
-        error::ErrorKind::Timeout => "upstream request timeout\n",
-        error::ErrorKind::DownstreamBody => "bad request body\n",
-        error::ErrorKind::AmbiguousFraming => "ambiguous request framing\n",
-        error::ErrorKind::ListenerGone => "listener removed\n",
-        error::ErrorKind::BadRequest => "bad request\n",
-        error::ErrorKind::PerTryTimeout => "upstream per-try timeout\n",
-        error::ErrorKind::RateLimited => "rate limited\n",
-        error::ErrorKind::Overflow => "upstream overflow (circuit breaker)\n",
-        error::ErrorKind::Overloaded => "overloaded\n",
-        error::ErrorKind::UpstreamTls => "upstream TLS handshake failed\n",
-    };
+    let text = error_text(kind);
     let mut resp = Response::new(ResponseBody::full(text));
     *resp.status_mut() = kind.status();
     let h = resp.headers_mut();
@@ -557,12 +753,80 @@ pub fn local_error(e: &ProxyError, version: Version) -> Response<ResponseBody> {
                 HeaderValue::from_static("1"),
             );
         }
+        ProxyError::ConnectNotAllowed => {
+            h.insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+            );
+        }
         _ => {}
     }
     if e.closes_connection() && version < Version::HTTP_2 {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+/// The fixed phrase of a proxy-made answer.
+fn error_text(kind: error::ErrorKind) -> &'static str {
+    match kind {
+        error::ErrorKind::NoRoute => "no route matched the request\n",
+        error::ErrorKind::NoHealthyEndpoint => "no healthy upstream\n",
+        error::ErrorKind::ConnectFailed | error::ErrorKind::ConnectTimeout => {
+            "upstream connect error\n"
+        }
+        error::ErrorKind::UpstreamReset => "upstream reset before response\n",
+        error::ErrorKind::UpstreamProtocolError => "invalid response from upstream\n",
+        error::ErrorKind::Timeout => "upstream request timeout\n",
+        error::ErrorKind::DownstreamBody => "bad request body\n",
+        error::ErrorKind::AmbiguousFraming => "ambiguous request framing\n",
+        error::ErrorKind::ListenerGone => "listener removed\n",
+        error::ErrorKind::BadRequest => "bad request\n",
+        error::ErrorKind::PerTryTimeout => "upstream per-try timeout\n",
+        error::ErrorKind::RateLimited => "rate limited\n",
+        error::ErrorKind::Overflow => "upstream overflow (circuit breaker)\n",
+        error::ErrorKind::Overloaded => "overloaded\n",
+        error::ErrorKind::UpstreamTls => "upstream TLS handshake failed\n",
+        error::ErrorKind::ConnectNotAllowed => "CONNECT is not allowed here\n",
+    }
+}
+
+static SEC_WEBSOCKET_KEY: http::HeaderName = http::HeaderName::from_static("sec-websocket-key");
+static SEC_WEBSOCKET_ACCEPT: http::HeaderName =
+    http::HeaderName::from_static("sec-websocket-accept");
+
+/// A fresh `Sec-WebSocket-Key`: 16 random bytes, base64.
+fn websocket_key() -> HeaderValue {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
+    let mut out = Vec::with_capacity(24);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[(n >> (18 - 6 * i) & 63) as usize]);
+            } else {
+                out.push(b'=');
+            }
+        }
+    }
+    HeaderValue::from_bytes(&out)
+        .unwrap_or_else(|_| HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` + `Upgrade`).
+fn upgrade_protocol(headers: &http::HeaderMap) -> Option<HeaderValue> {
+    let proto = headers.get(header::UPGRADE)?;
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| proto.clone())
 }
 
 #[cfg(test)]

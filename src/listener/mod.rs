@@ -277,10 +277,16 @@ fn http_builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
         // hyper's read buffer bounds the request head: past it, 431.
         .max_buf_size(header_bytes.max(8192))
         .keep_alive(true);
+    // hyper's h2 also bounds CONTINUATION frames by the header list size, so a flood of them
+    // ends the connection instead of growing memory.
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(header_bytes.min(u32::MAX as usize) as u32)
-        .max_concurrent_streams(1024);
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.http2_max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(limits.http2_max_local_error_reset_streams)
+        // RFC 8441: WebSocket over HTTP/2 arrives as an extended CONNECT.
+        .enable_connect_protocol();
     b
 }
 
@@ -322,7 +328,8 @@ impl Connection {
             let down = down.clone();
             async move { Ok::<_, Infallible>(http_proxy::handle(req, &down).await) }
         });
-        let conn = self.builder.serve_connection(io, svc);
+        // With upgrades: a 101 (WebSocket) or CONNECT hands the connection to a tunnel.
+        let conn = self.builder.serve_connection_with_upgrades(io, svc);
         tokio::pin!(conn);
         let mut closing = false;
         let idle_check = tokio::time::sleep(self.idle_timeout);

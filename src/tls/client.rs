@@ -1,5 +1,5 @@
 //! TLS origination to a cluster's endpoints: SNI, a CA bundle (default: the webpki roots), an
-//! optional client certificate (mTLS upstream), ALPN http/1.1.
+//! optional client certificate (mTLS upstream), ALPN by the cluster's `protocol`.
 
 use super::{certs, resolve, TlsError};
 use crate::config::ClusterTlsConfig;
@@ -9,7 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub struct TlsClient {
+    /// Offers the cluster's protocols by ALPN.
     connector: tokio_rustls::TlsConnector,
+    /// Offers only http/1.1 (health probes, upgrades).
+    h1_connector: tokio_rustls::TlsConnector,
     /// Configured SNI; otherwise the endpoint's host.
     sni: Option<ServerName<'static>>,
 }
@@ -19,6 +22,7 @@ impl TlsClient {
         key_prefix: &str,
         cfg: &ClusterTlsConfig,
         base: &Path,
+        protocol: crate::config::UpstreamProtocol,
     ) -> Result<TlsClient, TlsError> {
         let roots = match &cfg.ca {
             Some(ca) => certs::root_store(&format!("{key_prefix}.ca"), &resolve(base, ca))?,
@@ -54,6 +58,12 @@ impl TlsClient {
             }
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let h1_connector = tokio_rustls::TlsConnector::from(Arc::new(config.clone()));
+        config.alpn_protocols = match protocol {
+            crate::config::UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
+            crate::config::UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
+            crate::config::UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        };
         let sni = cfg
             .sni
             .as_ref()
@@ -66,6 +76,7 @@ impl TlsClient {
             .transpose()?;
         Ok(TlsClient {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            h1_connector,
             sni,
         })
     }
@@ -81,5 +92,9 @@ impl TlsClient {
 
     pub fn connector(&self) -> &tokio_rustls::TlsConnector {
         &self.connector
+    }
+
+    pub fn h1_connector(&self) -> &tokio_rustls::TlsConnector {
+        &self.h1_connector
     }
 }

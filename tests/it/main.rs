@@ -9,6 +9,7 @@ mod config_errors;
 mod deploy;
 mod discovery;
 mod errors;
+mod grpc;
 mod health;
 mod lifecycle;
 mod limits;
