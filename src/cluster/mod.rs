@@ -498,6 +498,18 @@ impl Cluster {
         Some((self.tls.as_ref()?.h1_connector(), name))
     }
 
+    /// HTTP/2 over this cluster's TLS settings (gRPC health probes).
+    pub fn tls_h2_for(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Option<(
+        &tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )> {
+        let (_, name) = self.tls_for(endpoint)?;
+        Some((self.tls.as_ref()?.h2_connector(), name))
+    }
+
     /// The connector and server name for TLS to `endpoint`, when the cluster originates TLS.
     pub fn tls_for(
         &self,

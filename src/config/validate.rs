@@ -499,9 +499,6 @@ fn check_cluster(c: &mut Checker, p: &str, cl: &ClusterConfig) {
         if kinds != 1 {
             c.push(hp.clone(), "set exactly one of http, tcp or grpc");
         }
-        if hc.grpc.is_some() {
-            c.unsupported(format!("{hp}.grpc"), "gRPC health checking");
-        }
         if hc.interval.is_zero() {
             c.push(format!("{hp}.interval"), "must be greater than 0s");
         }

@@ -37,7 +37,7 @@ pub fn spawn(cluster: &Arc<Cluster>) -> tokio::task::JoinHandle<()> {
             timeout_ms = hc.timeout.get().as_millis() as u64,
             healthy_threshold = hc.healthy_threshold,
             unhealthy_threshold = hc.unhealthy_threshold,
-            kind = if hc.http.is_some() { "http" } else { "tcp" },
+            kind = if hc.http.is_some() { "http" } else if hc.grpc.is_some() { "grpc" } else { "tcp" },
             "health checking started"
         );
     }
@@ -122,6 +122,7 @@ async fn probe_round(cluster: &Arc<Cluster>, counters: &mut HashMap<String, Heal
     let mut probes = JoinSet::new();
     for (i, e) in set.all.iter().enumerate() {
         let tls = cluster.tls_h1_for(e).map(|(c, n)| (c.clone(), n));
+        let grpc_tls = cluster.tls_h2_for(e).map(|(c, n)| (c.clone(), n));
         let (e, hc) = (e.clone(), hc.clone());
         let delay = if jitter.is_zero() {
             Duration::ZERO
@@ -135,13 +136,18 @@ async fn probe_round(cluster: &Arc<Cluster>, counters: &mut HashMap<String, Heal
                 .as_ref()
                 .and_then(|h| h.host.clone())
                 .unwrap_or_else(|| e.authority());
-            let kind = match &hc.http {
-                Some(cfg) => probe::Probe::Http {
+            let kind = match (&hc.http, &hc.grpc) {
+                (Some(cfg), _) => probe::Probe::Http {
                     cfg,
                     host: &host,
                     tls,
                 },
-                None => probe::Probe::Tcp,
+                (None, Some(cfg)) => probe::Probe::Grpc {
+                    cfg,
+                    host: &host,
+                    tls: grpc_tls,
+                },
+                (None, None) => probe::Probe::Tcp,
             };
             (i, probe::run(&kind, e.address, hc.timeout.get()).await)
         });

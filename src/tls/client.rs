@@ -13,6 +13,8 @@ pub struct TlsClient {
     connector: tokio_rustls::TlsConnector,
     /// Offers only http/1.1 (health probes, upgrades).
     h1_connector: tokio_rustls::TlsConnector,
+    /// Offers only h2 (gRPC health probes).
+    h2_connector: tokio_rustls::TlsConnector,
     /// Configured SNI; otherwise the endpoint's host.
     sni: Option<ServerName<'static>>,
 }
@@ -59,6 +61,8 @@ impl TlsClient {
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let h1_connector = tokio_rustls::TlsConnector::from(Arc::new(config.clone()));
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let h2_connector = tokio_rustls::TlsConnector::from(Arc::new(config.clone()));
         config.alpn_protocols = match protocol {
             crate::config::UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
             crate::config::UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
@@ -77,6 +81,7 @@ impl TlsClient {
         Ok(TlsClient {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
             h1_connector,
+            h2_connector,
             sni,
         })
     }
@@ -96,5 +101,9 @@ impl TlsClient {
 
     pub fn h1_connector(&self) -> &tokio_rustls::TlsConnector {
         &self.h1_connector
+    }
+
+    pub fn h2_connector(&self) -> &tokio_rustls::TlsConnector {
+        &self.h2_connector
     }
 }

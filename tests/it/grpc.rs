@@ -254,3 +254,70 @@ async fn raw_unary(
     let _ = resp.into_body().collect().await;
     (status, headers)
 }
+
+#[tokio::test]
+async fn grpc_health_check_marks_a_not_serving_endpoint_unhealthy_and_back() {
+    use tonic_health::ServingStatus;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    let incoming =
+        tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let addr = incoming.local_addr().expect("addr");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(EchoServer::new(EchoService))
+            .serve_with_incoming(incoming),
+    );
+    let proxy = Proxy::start(&single_route(
+        "echo",
+        &[addr],
+        "",
+        "    protocol: http2\n    panic_threshold: 0\n    health_check: { interval: 100ms, timeout: 500ms, unhealthy_threshold: 2, healthy_threshold: 2, grpc: { service: \"\" } }\n",
+    ))
+    .await;
+    let state = |want: &'static str| {
+        let proxy = &proxy;
+        async move {
+            metric(
+                &proxy.metrics().await,
+                &format!(r#"outrigger_cluster_endpoints{{cluster="echo",state="{want}"}}"#),
+            ) == Some(1.0)
+        }
+    };
+    crate::support::eventually(Duration::from_secs(3), "probes pass", || async {
+        let m = proxy.metrics().await;
+        (metric(
+            &m,
+            r#"outrigger_health_check_total{cluster="echo",result="success"}"#,
+        )? >= 2.0)
+            .then_some(())
+    })
+    .await;
+    assert!(state("healthy").await);
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    crate::support::eventually(
+        Duration::from_secs(3),
+        "NOT_SERVING is unhealthy",
+        || async { state("unhealthy").await.then_some(()) },
+    )
+    .await;
+    let mut c = client(&proxy).await;
+    let err = c.unary(req("x", 0)).await.expect_err("no healthy endpoint");
+    assert_eq!(err.code(), Code::Unavailable);
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    crate::support::eventually(Duration::from_secs(3), "SERVING again", || async {
+        state("healthy").await.then_some(())
+    })
+    .await;
+    assert_eq!(
+        c.unary(req("back", 0)).await.unwrap().into_inner().message,
+        "back"
+    );
+}

@@ -14,6 +14,7 @@ mod health;
 mod lifecycle;
 mod limits;
 mod policies;
+mod protocols;
 mod reload;
 mod resilience;
 mod routing;

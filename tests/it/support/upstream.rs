@@ -168,6 +168,9 @@ async fn respond(
             if let Ok(v) = http::HeaderValue::from_str(&req.uri().to_string()) {
                 resp.headers_mut().insert("x-echo-uri", v);
             }
+            if let Ok(v) = http::HeaderValue::from_str(&format!("{:?}", req.version())) {
+                resp.headers_mut().insert("x-echo-version", v);
+            }
             resp
         }
         Behavior::Bytes(n) => {
