@@ -430,3 +430,78 @@ async fn tcp_listener_terminates_tls_and_forwards_plain_bytes() {
     t.read_exact(&mut b).await.unwrap();
     assert_eq!(&b, b"HELLO");
 }
+
+#[tokio::test]
+async fn protocol_auto_speaks_http2_to_a_tls_upstream_that_offers_it_by_alpn() {
+    let ca = Ca::new("alpn CA");
+    let dir = temp_dir("tls-alpn");
+    write(&dir, "ca.pem", &ca.pem);
+    let cert = ca.issue(&["api.internal"], None);
+    // An upstream offering h2 and http/1.1, answering with the version it was spoken to in.
+    let mut cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der.clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key.clone().into()),
+    )
+    .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(t) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(Bytes::from(format!("{:?}", req.version()))),
+                        ))
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(TokioIo::new(t), svc)
+                .await;
+            });
+        }
+    });
+    for (protocol, want) in [
+        ("auto", "HTTP/2.0"),
+        ("http2", "HTTP/2.0"),
+        ("http1", "HTTP/1.1"),
+    ] {
+        let text = format!(
+            r#"
+server: {{ watch_config: false }}
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - name: ingress
+    address: 127.0.0.1:0
+    routes: [{{ match: {{ path_prefix: / }}, cluster: api }}]
+clusters:
+  - name: api
+    protocol: {protocol}
+    endpoints: [{{address: "{up_addr}"}}]
+    tls: {{ sni: api.internal, ca: ca.pem }}
+"#
+        );
+        write(&dir, &format!("{protocol}.yaml"), &text);
+        let proxy = Proxy::start_file(&dir.join(format!("{protocol}.yaml"))).await;
+        let r = crate::support::get(proxy.addr(), "/").await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, want),
+            "protocol {protocol}"
+        );
+    }
+}
