@@ -2,7 +2,12 @@
 # outrigger beside HAProxy and nginx, one run, same backend, same load, same CPU placement.
 #
 #   benches/load/run.sh [-r ROUNDS] [-d SECONDS] [-c CONNS] [SCENARIO...]
-#   scenarios: h1 (wrk, keep-alive, 2-byte body; default), h1-16k, h2c (h2load 16x4 streams)
+#   scenarios: h1 (wrk, keep-alive, 2-byte body; default), h1-16k, h2c (h2load 16x4 streams),
+#              latency (open loop: h2load at a constant 1000 req/s over 10 connections; median
+#                       and p99 added over going to the backend directly),
+#              memory (RSS: fresh and idle; holding 10,000 idle keep-alive client connections;
+#                      5 s after a 64-connection burst; HAProxy is left out here, as it cannot
+#                      take 10,000 connections within this machine's 20,000 descriptor limit)
 #
 # Needs Debian's haproxy, nginx, wrk and nghttp2-client (it says which is missing), builds
 # outrigger in release mode, and uses only 127.0.0.1. Pinned: the proxy alone on CPU 1 with one
@@ -110,12 +115,63 @@ load() { # scenario seconds -> "ok_responses p50ms p99ms errors"
   esac
 }
 
+rss_now() { local t=0; for p in $(procs "$1"); do [ -r /proc/$p/status ] && t=$((t + $(awk '/VmRSS/{print $2}' /proc/$p/status))); done; echo $t; }
+
+# Open-loop latency: 10 connections x 100 req/s for DURATION seconds; per-request times from
+# h2load's log (microseconds, third column).
+latency_at_1000() { # port -> "p50_us p99_us requests"
+  taskset -c 0 h2load --h1 -c10 -t1 --rps 100 -D"$DURATION" --log-file="$WORK/lat.log" "http://127.0.0.1:$1/" > "$WORK/lat.out" 2>&1
+  awk '$2 == 200 {print $3}' "$WORK/lat.log" | sort -n | awk '{a[NR] = $1} END {printf "%d %d %d\n", a[int(NR*0.5)], a[int(NR*0.99)], NR}'
+}
+
+scenario_latency() {
+  echo; echo "## latency: open loop, 1000 req/s (10 connections x 100 req/s), ${DURATION}s per round"
+  : > "$WORK/lat.rows"
+  for r in $(seq "$ROUNDS"); do
+    read -r p50 p99 n < <(latency_at_1000 "$B1"); echo "$r direct $p50 $p99 $n" >> "$WORK/lat.rows"
+    for c in "${CANDS[@]}"; do
+      start "$c"; load h1 1 >/dev/null
+      read -r p50 p99 n < <(latency_at_1000 "$PORT"); stop
+      echo "$r $c $p50 $p99 $n" >> "$WORK/lat.rows"
+      echo "  round $r $c: p50 ${p50} us" >&2
+    done
+  done
+  echo "| path | p50 µs | p99 µs | requests | added p50 µs over direct | added p99 µs over direct |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  awk 'function median(a, n,   i, j, t) { for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+                                         return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
+    { p50[$2, $1] = $3; p99[$2, $1] = $4; n[$2] += $5; R = ($1 > R ? $1 : R) }
+    END { split("direct outrigger haproxy nginx", cs, " ")
+      for (k = 1; k <= 4; k++) { c = cs[k]
+        for (r = 1; r <= R; r++) { a[r] = p50[c, r]; b[r] = p99[c, r]; d[r] = p50[c, r] - p50["direct", r]; e[r] = p99[c, r] - p99["direct", r] }
+        printf "| %s | %d | %d | %d | %d | %d |\n", c, median(a, R), median(b, R), n[c], median(d, R), median(e, R) } }' "$WORK/lat.rows"
+}
+
+scenario_memory() {
+  echo; echo "## memory: RSS MiB of the proxy process"
+  echo "| candidate | fresh | 10,000 idle keep-alive connections (answered) | 5 s after a ${DURATION}s 64-connection burst |"
+  echo "|---|---:|---:|---:|"
+  for c in outrigger nginx; do
+    sed -i 's/worker_connections [0-9]*/worker_connections 16384/' "$WORK/nginx.conf"
+    start "$c"; sleep 1; fresh=$(rss_now "$PROXY")
+    python3 "$ROOT/benches/load/idle_clients.py" 10000 "$PORT" > "$WORK/idle.out" & local holder=$!
+    for _ in $(seq 600); do grep -q ready "$WORK/idle.out" 2>/dev/null && break; sleep 0.1; done
+    held=$(rss_now "$PROXY"); answered=$(awk '{print $2}' "$WORK/idle.out")
+    kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null || true
+    load h1 "$DURATION" >/dev/null; sleep 5; after=$(rss_now "$PROXY"); stop
+    awk -v c="$c" -v f="$fresh" -v h="$held" -v a="$after" -v n="$answered" \
+      'BEGIN { printf "| %s | %.1f | %.1f (%s) | %.1f |\n", c, f / 1024, h / 1024, n, a / 1024 }'
+  done
+}
+
 CANDS=(outrigger haproxy nginx)
 echo "# outrigger load benchmark  $(date -u +%FT%TZ)"
 echo "pinned: proxy on CPU 1 (1 worker), load + backend on CPU 0; $ROUNDS rounds x ${DURATION}s; $CONNS wrk connections"
 echo "versions: $("$BIN" --version), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | cut -d' ' -f3)"
 for scen in "${SCENARIOS[@]}"; do
-  : > "$WORK/rows"; nginx_conf "$scen"
+  nginx_conf "$scen"
+  case $scen in latency) scenario_latency; continue ;; memory) scenario_memory; continue ;; esac
+  : > "$WORK/rows"
   for r in $(seq "$ROUNDS"); do
     order=("${CANDS[@]:$(( (r-1) % 3 ))}" "${CANDS[@]:0:$(( (r-1) % 3 ))}")
     for c in "${order[@]}"; do

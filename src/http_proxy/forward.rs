@@ -74,6 +74,8 @@ pub fn prepare_request(
     client_cert: Option<&str>,
 ) -> Option<()> {
     strip_hop_by_hop(&mut parts.headers);
+    // Room for what is added below, in one step rather than growing the map twice.
+    parts.headers.reserve(4 + route.headers_add.len());
     // Only a certificate this proxy verified may speak for the client: an incoming value is
     // dropped so that it cannot be forged (Envoy's "sanitize").
     if parts.headers.contains_key(&X_FORWARDED_CLIENT_CERT) {
@@ -90,15 +92,19 @@ pub fn prepare_request(
             }
         }
     }
-    let path_and_query = match route.rewrite_path(parts.uri.path(), parts.uri.query()) {
-        Some(p) => PathAndQuery::try_from(p).ok()?,
-        None => parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    };
-    parts.uri = Uri::from(path_and_query);
+    match route.rewrite_path(parts.uri.path(), parts.uri.query()) {
+        Some(p) => parts.uri = Uri::from(PathAndQuery::try_from(p).ok()?),
+        // Already origin-form (what HTTP/1.1 clients send): nothing to rebuild.
+        None if parts.uri.scheme().is_none() && parts.uri.authority().is_none() => {}
+        None => {
+            let path_and_query = parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            parts.uri = Uri::from(path_and_query);
+        }
+    }
     parts.version = http::Version::HTTP_11;
 
     append_forwarded_for(&mut parts.headers, peer);
@@ -117,22 +123,29 @@ pub fn prepare_request(
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
-    let mut buf = itoa_ip(peer);
-    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        buf = format!("{prev}, {buf}");
-    }
-    if let Ok(v) = HeaderValue::from_str(&buf) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-}
-
-fn itoa_ip(ip: IpAddr) -> String {
-    match ip {
+    use std::io::Write;
+    // Formatted on the stack; the header value's copy is the one allocation.
+    let mut ip = [0u8; 45];
+    let mut cursor = std::io::Cursor::new(&mut ip[..]);
+    let written = match peer {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
+            Some(v4) => write!(cursor, "{v4}"),
+            None => write!(cursor, "{v6}"),
         },
-        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V4(v4) => write!(cursor, "{v4}"),
+    };
+    if written.is_err() {
+        return;
+    }
+    let n = cursor.position() as usize;
+    let ip = &ip[..n];
+    let value = match headers.get(&X_FORWARDED_FOR) {
+        // A proxy in front already listed addresses: append ours (rare enough to allocate).
+        Some(prev) => HeaderValue::from_bytes(&[prev.as_bytes(), b", ", ip].concat()),
+        None => HeaderValue::from_bytes(ip),
+    };
+    if let Ok(v) = value {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
 }
 
