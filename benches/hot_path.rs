@@ -1,8 +1,12 @@
 //! Timing of the per-request hot path (route + pick + header rewrite), after printing its heap
 //! allocations per request. The path itself lives in `common/hot_path.rs`.
 
+#[path = "common/counting_alloc.rs"]
+mod counting;
 #[path = "common/hot_path.rs"]
 mod hot;
+#[path = "common/routes.rs"]
+mod routes;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;

@@ -1,14 +1,14 @@
 //! Route lookup cost: the first-match walk over 10 and 1000 routes, for a request that matches
 //! the last route (the worst case) and one that matches the first.
 
+#[path = "common/routes.rs"]
+mod routes;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, Method};
-use outrigger::cluster::Cluster;
 use outrigger::metrics::Metrics;
 use outrigger::route::{RequestInfo, RouteTable};
-use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::Arc;
 
 fn table(n: usize, metrics: &Metrics) -> RouteTable {
     let mut yaml = String::from("listeners:\n  - name: l\n    address: 127.0.0.1:0\n    routes:\n");
@@ -19,20 +19,7 @@ fn table(n: usize, metrics: &Metrics) -> RouteTable {
     }
     yaml.push_str("      - { match: { path_prefix: / }, cluster: c }\n");
     yaml.push_str("clusters:\n  - { name: c, endpoints: [{address: \"127.0.0.1:1\"}] }\n");
-    let cfg = outrigger::config::parse(&yaml, "bench.yaml", &|_| None).expect("bench config");
-    let clusters: HashMap<String, Arc<Cluster>> = cfg
-        .clusters
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            (
-                c.name.clone(),
-                Arc::new(Cluster::build(i, c, metrics).expect("cluster")),
-            )
-        })
-        .collect();
-    let l = &cfg.listeners[0];
-    RouteTable::build("l", "listeners[0]", &l.routes, None, &clusters, metrics).expect("routes")
+    crate::routes::build(&yaml, metrics)
 }
 
 fn route_match(c: &mut Criterion) {

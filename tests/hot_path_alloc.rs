@@ -1,8 +1,12 @@
 //! The per-request hot path's allocation budget (see `benches/common/hot_path.rs`). Its own
 //! test binary, since the counting allocator applies to the whole binary.
 
+#[path = "../benches/common/counting_alloc.rs"]
+mod counting;
 #[path = "../benches/common/hot_path.rs"]
 mod hot;
+#[path = "../benches/common/routes.rs"]
+mod routes;
 
 #[test]
 fn the_hot_path_allocates_within_budget() {

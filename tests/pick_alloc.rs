@@ -5,24 +5,8 @@ use outrigger::balancer::PickContext;
 use outrigger::cluster::Cluster;
 use outrigger::config::ClusterConfig;
 use outrigger::metrics::Metrics;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "../benches/common/counting_alloc.rs"]
+mod counting;
 
 #[test]
 fn picks_do_not_allocate() {
@@ -52,11 +36,11 @@ fn picks_do_not_allocate() {
         for _ in 0..10 {
             std::hint::black_box(cluster.pick(&ctx));
         }
-        let before = ALLOCS.load(Ordering::Relaxed);
+        let before = counting::allocations();
         for _ in 0..10_000 {
             std::hint::black_box(cluster.pick(&ctx));
         }
-        let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+        let allocs = counting::allocations() - before;
         assert_eq!(allocs, 0, "{lb}: {allocs} allocations in 10,000 picks");
     }
 }

@@ -1,36 +1,15 @@
 //! The per-request hot path in process, without sockets, shared by `benches/hot_path.rs`
 //! (timing) and `tests/hot_path_alloc.rs` (allocation budget): route match, weighted target,
 //! endpoint pick (with the in-flight count), the upstream header rewrite (hop-by-hop removal,
-//! x-forwarded-*, x-request-id), and the status count. Including it installs a counting
-//! global allocator in that binary.
+//! x-forwarded-*, x-request-id), and the status count. Its includer also includes
+//! `counting_alloc.rs` as `counting` and `routes.rs` as `routes`.
 
 use outrigger::balancer::PickContext;
-use outrigger::cluster::Cluster;
 use outrigger::http_proxy::forward::prepare_request;
 use outrigger::metrics::Metrics;
 use outrigger::route::{RequestInfo, RouteTable};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
-struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 const CONFIG: &str = "\
 listeners:
@@ -47,20 +26,7 @@ clusters:
 ";
 
 pub fn table(metrics: &Metrics) -> RouteTable {
-    let cfg = outrigger::config::parse(CONFIG, "bench.yaml", &|_| None).expect("bench config");
-    let clusters: HashMap<String, Arc<Cluster>> = cfg
-        .clusters
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            (
-                c.name.clone(),
-                Arc::new(Cluster::build(i, c, metrics).expect("cluster")),
-            )
-        })
-        .collect();
-    let l = &cfg.listeners[0];
-    RouteTable::build("l", "listeners[0]", &l.routes, None, &clusters, metrics).expect("routes")
+    crate::routes::build(CONFIG, metrics)
 }
 
 /// A typical browser-ish request head, as hyper would hand it over.
@@ -106,9 +72,9 @@ pub fn allocations_per_request(table: &RouteTable, rounds: usize) -> f64 {
     let mut counted = 0;
     for _ in 0..rounds {
         let mut parts = request();
-        let before = ALLOCS.load(Ordering::Relaxed);
+        let before = crate::counting::allocations();
         black_box(hot_path(table, &mut parts, peer));
-        counted += ALLOCS.load(Ordering::Relaxed) - before;
+        counted += crate::counting::allocations() - before;
         drop(parts);
     }
     counted as f64 / rounds as f64

@@ -458,10 +458,13 @@ impl Cluster {
             &self.metrics.connections_active,
             &self.metrics.connect_failures,
             slot,
-            match protocol {
-                pool::Protocol::Http1 => self.tls_h1_for(endpoint),
-                _ => self.tls_for(endpoint),
-            },
+            self.tls_for(
+                endpoint,
+                match protocol {
+                    pool::Protocol::Http1 => crate::tls::client::Alpn::Http1,
+                    _ => crate::tls::client::Alpn::Cluster,
+                },
+            ),
             protocol,
         )
         .await;
@@ -485,35 +488,13 @@ impl Cluster {
         }
     }
 
-    /// HTTP/1.1 over this cluster's TLS settings, whatever `protocol` says: health probes and
-    /// upgrades (WebSocket) speak HTTP/1.1.
-    pub fn tls_h1_for(
-        &self,
-        endpoint: &Endpoint,
-    ) -> Option<(
-        &tokio_rustls::TlsConnector,
-        rustls::pki_types::ServerName<'static>,
-    )> {
-        let (_, name) = self.tls_for(endpoint)?;
-        Some((self.tls.as_ref()?.h1_connector(), name))
-    }
-
-    /// HTTP/2 over this cluster's TLS settings (gRPC health probes).
-    pub fn tls_h2_for(
-        &self,
-        endpoint: &Endpoint,
-    ) -> Option<(
-        &tokio_rustls::TlsConnector,
-        rustls::pki_types::ServerName<'static>,
-    )> {
-        let (_, name) = self.tls_for(endpoint)?;
-        Some((self.tls.as_ref()?.h2_connector(), name))
-    }
-
     /// The connector and server name for TLS to `endpoint`, when the cluster originates TLS.
+    /// `alpn` says which protocols to offer: the cluster's own, or only HTTP/1.1 (health
+    /// probes, upgrades) or only h2 (gRPC health probes).
     pub fn tls_for(
         &self,
         endpoint: &Endpoint,
+        alpn: crate::tls::client::Alpn,
     ) -> Option<(
         &tokio_rustls::TlsConnector,
         rustls::pki_types::ServerName<'static>,
@@ -524,7 +505,7 @@ impl Cluster {
                 endpoint.address.ip().into(),
             ))
         })?;
-        Some((tls.connector(), name))
+        Some((tls.connector(alpn), name))
     }
 
     /// Stops the cluster's task (a reload replaced or removed the cluster).

@@ -121,8 +121,9 @@ async fn probe_round(cluster: &Arc<Cluster>, counters: &mut HashMap<String, Heal
     let jitter = hc.jitter.map(|j| j.get()).unwrap_or_default();
     let mut probes = JoinSet::new();
     for (i, e) in set.all.iter().enumerate() {
-        let tls = cluster.tls_h1_for(e).map(|(c, n)| (c.clone(), n));
-        let grpc_tls = cluster.tls_h2_for(e).map(|(c, n)| (c.clone(), n));
+        let tls_with = |alpn| cluster.tls_for(e, alpn).map(|(c, n)| (c.clone(), n));
+        let tls = tls_with(crate::tls::client::Alpn::Http1);
+        let grpc_tls = tls_with(crate::tls::client::Alpn::Http2);
         let (e, hc) = (e.clone(), hc.clone());
         let delay = if jitter.is_zero() {
             Duration::ZERO

@@ -43,11 +43,25 @@ pub enum Probe<'a> {
         cfg: &'a HttpHealthCheckConfig,
         host: &'a str,
         /// For clusters that originate TLS: probe over TLS as requests do.
-        tls: Option<(
-            tokio_rustls::TlsConnector,
-            rustls::pki_types::ServerName<'static>,
-        )>,
+        tls: Option<TlsTo>,
     },
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// The probe's connection, over TLS when the cluster originates it (boxed: probes are rare,
+/// and one handshake path serves both).
+async fn secure(stream: TcpStream, tls: Option<&TlsTo>) -> Result<Box<dyn Io>, ProbeError> {
+    match tls {
+        None => Ok(Box::new(stream)),
+        Some((connector, name)) => Ok(Box::new(
+            connector
+                .connect(name.clone(), stream)
+                .await
+                .map_err(ProbeError::Connect)?,
+        )),
+    }
 }
 
 pub async fn run(probe: &Probe<'_>, addr: SocketAddr, timeout: Duration) -> Result<(), ProbeError> {
@@ -65,26 +79,12 @@ async fn attempt(probe: &Probe<'_>, addr: SocketAddr) -> Result<(), ProbeError> 
         Probe::Grpc { cfg, host, tls } => return grpc(cfg, host, tls.as_ref(), stream).await,
         Probe::Http { cfg, host, tls } => (cfg, host, tls),
     };
-    let (mut sender, conn) = match tls {
-        None => {
-            let (s, c) =
-                hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-                    .await
-                    .map_err(ProbeError::Http)?;
-            (s, tokio::spawn(async move { c.await.map(|_| ()) }))
-        }
-        Some((connector, name)) => {
-            let stream = connector
-                .connect(name.clone(), stream)
-                .await
-                .map_err(ProbeError::Connect)?;
-            let (s, c) =
-                hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-                    .await
-                    .map_err(ProbeError::Http)?;
-            (s, tokio::spawn(async move { c.await.map(|_| ()) }))
-        }
-    };
+    let io = secure(stream, tls.as_ref()).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+            .await
+            .map_err(ProbeError::Http)?;
+    let conn = tokio::spawn(async move { conn.await.map(|_| ()) });
     let req = http::Request::get(cfg.path.as_str())
         .header(http::header::HOST, *host)
         .header(http::header::USER_AGENT, "outrigger-health-check")
@@ -111,31 +111,14 @@ async fn grpc(
     stream: TcpStream,
 ) -> Result<(), ProbeError> {
     use http_body_util::{BodyExt, Full};
-    let exec = hyper_util::rt::TokioExecutor::new();
-    let (mut sender, conn) = match tls {
-        None => {
-            let (s, c) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-                exec,
-                TokioIo::new(stream),
-            )
-            .await
-            .map_err(ProbeError::Http)?;
-            (s, tokio::spawn(async move { c.await.map(|_| ()) }))
-        }
-        Some((connector, name)) => {
-            let stream = connector
-                .connect(name.clone(), stream)
-                .await
-                .map_err(ProbeError::Connect)?;
-            let (s, c) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-                exec,
-                TokioIo::new(stream),
-            )
-            .await
-            .map_err(ProbeError::Http)?;
-            (s, tokio::spawn(async move { c.await.map(|_| ()) }))
-        }
-    };
+    let io = secure(stream, tls).await?;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(io),
+    )
+    .await
+    .map_err(ProbeError::Http)?;
+    let conn = tokio::spawn(async move { conn.await.map(|_| ()) });
     let service = cfg.service.as_bytes();
     let mut message = Vec::with_capacity(service.len() + 3);
     if !service.is_empty() {

@@ -201,35 +201,7 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
         let work = Box::pin(async {
             match &route.retry {
                 // An upgrade is not replayed: the tunnel that follows is not a request.
-                _ if upgrade.is_some() => {
-                    let req = Request::from_parts(parts, upstream_body);
-                    attempt(
-                        cluster,
-                        req,
-                        hash,
-                        None,
-                        route.add_upstream_header,
-                        None,
-                        true,
-                    )
-                    .await
-                    .result
-                }
-                None => {
-                    let req = Request::from_parts(parts, upstream_body);
-                    attempt(
-                        cluster,
-                        req,
-                        hash,
-                        None,
-                        route.add_upstream_header,
-                        None,
-                        false,
-                    )
-                    .await
-                    .result
-                }
-                Some(policy) => {
+                Some(policy) if upgrade.is_none() => {
                     with_retries(
                         cluster,
                         policy,
@@ -240,6 +212,20 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
                         &attempts,
                     )
                     .await
+                }
+                _ => {
+                    let req = Request::from_parts(parts, upstream_body);
+                    attempt(
+                        cluster,
+                        req,
+                        hash,
+                        None,
+                        route.add_upstream_header,
+                        None,
+                        upgrade.is_some(),
+                    )
+                    .await
+                    .result
                 }
             }
         });

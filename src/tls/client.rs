@@ -8,6 +8,15 @@ use rustls::ClientConfig;
 use std::path::Path;
 use std::sync::Arc;
 
+/// The protocols a TLS connection offers by ALPN.
+#[derive(Clone, Copy, Debug)]
+pub enum Alpn {
+    /// What the cluster's `protocol` says.
+    Cluster,
+    Http1,
+    Http2,
+}
+
 pub struct TlsClient {
     /// Offers the cluster's protocols by ALPN.
     connector: tokio_rustls::TlsConnector,
@@ -95,15 +104,11 @@ impl TlsClient {
         ServerName::try_from(host.to_owned()).ok()
     }
 
-    pub fn connector(&self) -> &tokio_rustls::TlsConnector {
-        &self.connector
-    }
-
-    pub fn h1_connector(&self) -> &tokio_rustls::TlsConnector {
-        &self.h1_connector
-    }
-
-    pub fn h2_connector(&self) -> &tokio_rustls::TlsConnector {
-        &self.h2_connector
+    pub fn connector(&self, alpn: Alpn) -> &tokio_rustls::TlsConnector {
+        match alpn {
+            Alpn::Cluster => &self.connector,
+            Alpn::Http1 => &self.h1_connector,
+            Alpn::Http2 => &self.h2_connector,
+        }
     }
 }
