@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod memory;
+
 #[derive(Parser)]
 #[command(
     name = "outrigger",
@@ -194,6 +196,7 @@ fn serve(loaded: outrigger::config::LoadedConfig, demo: bool) -> anyhow::Result<
         rt.worker_threads(loaded.config.server.worker_threads);
     }
     let rt = rt.build().context("cannot start the tokio runtime")?;
+    memory::spawn_trimmer();
     rt.block_on(async move {
         if demo {
             let addrs: Vec<std::net::SocketAddr> = (18081..=18083).map(|p| ([127, 0, 0, 1], p).into()).collect();

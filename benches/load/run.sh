@@ -5,7 +5,8 @@
 #   scenarios: h1 (wrk, keep-alive, 2-byte body; default), h1-16k, h2c (h2load 16x4 streams),
 #              latency (open loop: h2load at a constant 1000 req/s over 10 connections; median
 #                       and p99 added over going to the backend directly),
-#              memory (RSS: fresh and idle; holding 10,000 idle keep-alive client connections;
+#              memory (RSS: fresh and idle; holding 10,000 idle keep-alive client connections (6 s
+#                      after the last one was answered);
 #                      5 s after a 64-connection burst; HAProxy is left out here, as it cannot
 #                      take 10,000 connections within this machine's 20,000 descriptor limit)
 #
@@ -120,6 +121,7 @@ rss_now() { local t=0; for p in $(procs "$1"); do [ -r /proc/$p/status ] && t=$(
 # Open-loop latency: 10 connections x 100 req/s for DURATION seconds; per-request times from
 # h2load's log (microseconds, third column).
 latency_at_1000() { # port -> "p50_us p99_us requests"
+  rm -f "$WORK/lat.log"   # h2load appends to its log file
   taskset -c 0 h2load --h1 -c10 -t1 --rps 100 -D"$DURATION" --log-file="$WORK/lat.log" "http://127.0.0.1:$1/" > "$WORK/lat.out" 2>&1
   awk '$2 == 200 {print $3}' "$WORK/lat.log" | sort -n | awk '{a[NR] = $1} END {printf "%d %d %d\n", a[int(NR*0.5)], a[int(NR*0.99)], NR}'
 }
@@ -156,7 +158,7 @@ scenario_memory() {
     start "$c"; sleep 1; fresh=$(rss_now "$PROXY")
     python3 "$ROOT/benches/load/idle_clients.py" 10000 "$PORT" > "$WORK/idle.out" & local holder=$!
     for _ in $(seq 600); do grep -q ready "$WORK/idle.out" 2>/dev/null && break; sleep 0.1; done
-    held=$(rss_now "$PROXY"); answered=$(awk '{print $2}' "$WORK/idle.out")
+    sleep 6; held=$(rss_now "$PROXY"); answered=$(awk '{print $2}' "$WORK/idle.out")
     kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null || true
     load h1 "$DURATION" >/dev/null; sleep 5; after=$(rss_now "$PROXY"); stop
     awk -v c="$c" -v f="$fresh" -v h="$held" -v a="$after" -v n="$answered" \
