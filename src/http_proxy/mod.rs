@@ -201,8 +201,10 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
         let work = Box::pin(async {
             match &route.retry {
                 // An upgrade is not replayed: the tunnel that follows is not a request.
+                // Boxed for the same reason as connecting: only routes with retries pay for
+                // the retry loop's size.
                 Some(policy) if upgrade.is_none() => {
-                    with_retries(
+                    Box::pin(with_retries(
                         cluster,
                         policy,
                         parts,
@@ -210,7 +212,7 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
                         hash,
                         route.add_upstream_header,
                         &attempts,
-                    )
+                    ))
                     .await
                 }
                 _ => {
@@ -619,7 +621,7 @@ async fn exchange(
                 drop(opening);
                 return send_h2(cluster, endpoint, s, req).await;
             }
-            let connected = cluster.connect(endpoint, protocol).await?;
+            let connected = Box::pin(cluster.connect(endpoint, protocol)).await?;
             drop(opening);
             return send_connected(cluster, endpoint, connected, req).await;
         }
@@ -636,7 +638,9 @@ async fn exchange(
             },
         }
     }
-    let connected = cluster.connect(endpoint, protocol).await?;
+    // Boxed: connecting (TCP, TLS, handshake) is a large future that only a new connection
+    // needs; inline, every request's future would carry (and copy) its size.
+    let connected = Box::pin(cluster.connect(endpoint, protocol)).await?;
     send_connected(cluster, endpoint, connected, req).await
 }
 
