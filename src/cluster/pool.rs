@@ -110,6 +110,8 @@ pub struct EndpointPool {
     /// Held while an HTTP/2 connection is being opened, so concurrent requests wait for it
     /// instead of each opening their own.
     pub h2_connecting: tokio::sync::Mutex<()>,
+    /// When the last HTTP/2 connection attempt failed.
+    h2_failed_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl EndpointPool {
@@ -121,6 +123,7 @@ impl EndpointPool {
             closed: AtomicBool::new(false),
             h2: Mutex::new(Vec::new()),
             h2_connecting: tokio::sync::Mutex::new(()),
+            h2_failed_at: Mutex::new(None),
         }
     }
 
@@ -162,6 +165,20 @@ impl EndpointPool {
             self.h2.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
         }
         stream
+    }
+
+    /// Notes a failed HTTP/2 connection attempt (requests that waited for it fail too).
+    pub fn h2_connect_failed(&self) {
+        *self.h2_failed_at.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(std::time::Instant::now());
+    }
+
+    /// Whether an HTTP/2 connection attempt failed after `since`.
+    pub fn h2_failed_since(&self, since: std::time::Instant) -> bool {
+        self.h2_failed_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t >= since)
     }
 
     /// Open HTTP/2 connections (for /clusters).

@@ -615,15 +615,27 @@ async fn exchange(
             return send_h2(cluster, endpoint, s, req).await;
         }
         if protocol == pool::Protocol::Http2 {
+            let waiting_since = std::time::Instant::now();
             let opening = endpoint.pool.h2_connecting.lock().await;
             // Whoever held the lock before may have opened the connection this one needs.
             if let pool::H2Pick::Stream(s) = endpoint.pool.h2_pick(streams, conns) {
                 drop(opening);
                 return send_h2(cluster, endpoint, s, req).await;
             }
-            let connected = Box::pin(cluster.connect(endpoint, protocol)).await?;
+            // ... or failed to, while this one waited: fail the same way at once rather than
+            // queueing one connect timeout after another behind a dead endpoint.
+            if endpoint.pool.h2_failed_since(waiting_since) {
+                return Err(ProxyError::Connect(pool::ConnectError::Io {
+                    endpoint: endpoint.address,
+                    source: std::io::Error::other("a concurrent connection attempt just failed"),
+                }));
+            }
+            let connected = Box::pin(cluster.connect(endpoint, protocol)).await;
+            if connected.is_err() {
+                endpoint.pool.h2_connect_failed();
+            }
             drop(opening);
-            return send_connected(cluster, endpoint, connected, req).await;
+            return send_connected(cluster, endpoint, connected?, req).await;
         }
     }
     while let Some(mut sender) = endpoint.pool.take() {

@@ -325,3 +325,52 @@ async fn http2_rapid_reset_is_cut_off_with_goaway_in_bounded_cpu_and_memory() {
     // Other clients are unaffected.
     assert_eq!(get(proxy.addr(), "/").await.status, 200);
 }
+
+#[tokio::test]
+async fn requests_waiting_for_an_http2_connection_fail_together_when_it_cannot_be_opened() {
+    // A listener whose backlog is full and that never accepts: connects to it hang until the
+    // connect timeout.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let stuck = socket.local_addr().unwrap();
+    let _listener = socket.listen(1).unwrap();
+    let mut fill = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(stuck),
+        )
+        .await
+        {
+            fill.push(s);
+        }
+    }
+    let proxy = Proxy::start(&single_route(
+        "web",
+        &[stuck],
+        "",
+        "    protocol: http2\n    connect_timeout: 500ms\n",
+    ))
+    .await;
+    let addr = proxy.addr();
+    let mut all = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        all.spawn(async move { get(addr, "/").await });
+    }
+    while let Some(r) = all.join_next().await {
+        let r = r.unwrap();
+        assert_eq!(r.status, 503, "{}", r.text());
+    }
+    // One attempt timed out; the requests queued behind it failed with it instead of each
+    // waiting out a timeout of its own.
+    let m = proxy.metrics().await;
+    let timeouts = crate::support::metric(
+        &m,
+        r#"outrigger_timeouts_total{cluster="web",kind="connect"}"#,
+    )
+    .unwrap_or(0.0);
+    assert!(
+        (1.0..=2.0).contains(&timeouts),
+        "{timeouts} connect timeouts for 10 requests"
+    );
+}
