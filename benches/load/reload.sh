@@ -10,15 +10,11 @@
 set -euo pipefail
 ROUNDS=3 DURATION=10
 while getopts "r:d:" o; do case $o in r) ROUNDS=$OPTARG;; d) DURATION=$OPTARG;; *) exit 2;; esac; done
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-for t in nginx wrk taskset curl; do command -v $t >/dev/null || { echo "missing $t: apt-get install nginx wrk curl" >&2; exit 1; }; done
-(cd "$ROOT" && cargo build --release --quiet)
-BIN=$ROOT/target/release/outrigger
-WORK=$(mktemp -d); chmod 755 "$WORK"; PIDS=()
+source "$(dirname "$0")/common.sh"
+require "nginx wrk curl" nginx wrk taskset curl
+build_outrigger
 PORT=19200 B1=19281 B2=19282 ADMIN=19290
-cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && { kill "$p" 2>/dev/null || true; }; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-for p in $PORT $B1 $B2 $ADMIN; do ss -ltn | grep -q ":$p " && { echo "port $p is taken" >&2; exit 1; }; done
+ports_free $PORT $B1 $B2 $ADMIN
 printf ok > "$WORK/ok"; chmod 644 "$WORK/ok"
 cat > "$WORK/backend.conf" <<CONF
 worker_processes 1; daemon off; pid $WORK/backend.pid; error_log stderr error;

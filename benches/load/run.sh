@@ -20,19 +20,11 @@ set -euo pipefail
 ROUNDS=3 DURATION=10 CONNS=64
 while getopts "r:d:c:" o; do case $o in r) ROUNDS=$OPTARG;; d) DURATION=$OPTARG;; c) CONNS=$OPTARG;; *) exit 2;; esac; done
 shift $((OPTIND - 1)); SCENARIOS=("${@:-h1}")
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-for t in haproxy nginx wrk h2load taskset; do
-  command -v $t >/dev/null || { echo "missing $t: apt-get install haproxy nginx wrk nghttp2-client" >&2; exit 1; }
-done
-(cd "$ROOT" && cargo build --release --quiet)
-BIN=$ROOT/target/release/outrigger
-WORK=$(mktemp -d); PIDS=()
+source "$(dirname "$0")/common.sh"
+require "haproxy nginx wrk nghttp2-client" haproxy nginx wrk h2load taskset
+build_outrigger
 PORT=19100 B1=19181 B2=19182 ADMIN=19190
-cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && { kill "$p" 2>/dev/null || true; }; done; sleep 0.3
-            for p in "${PIDS[@]:-}"; do [ -n "$p" ] && { kill -9 "$p" 2>/dev/null || true; }; done
-            wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-for p in $PORT $B1 $B2 $ADMIN; do ss -ltn | grep -q ":$p " && { echo "port $p is taken" >&2; exit 1; }; done
+ports_free $PORT $B1 $B2 $ADMIN
 
 # Backend: nginx on CPU 0, one worker, two ports.
 head -c 16384 /dev/urandom > "$WORK/16k"; printf ok > "$WORK/ok"
@@ -97,10 +89,6 @@ start() {
 }
 stop() { kill "$PROXY" 2>/dev/null || true; wait "$PROXY" 2>/dev/null || true
          for _ in $(seq 50); do ss -ltn | grep -q ":$PORT " || return 0; sleep 0.05; done; }
-procs() { echo "$1"; ps -o pid= --ppid "$1" 2>/dev/null || true; }
-cpu_ticks() { local t=0; for p in $(procs "$1"); do [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
-rss_kib() { local t=0; for p in $(procs "$1"); do [ -r /proc/$p/status ] && t=$((t + $(awk '/VmHWM/{print $2}' /proc/$p/status))); done; echo $t; }
-HZ=$(getconf CLK_TCK)
 
 load() { # scenario seconds -> "ok_responses p50ms p99ms errors"
   case $1 in
@@ -115,8 +103,6 @@ load() { # scenario seconds -> "ok_responses p50ms p99ms errors"
            END{printf "%d - - %d\n", r, e}' "$WORK/h2.out" ;;
   esac
 }
-
-rss_now() { local t=0; for p in $(procs "$1"); do [ -r /proc/$p/status ] && t=$((t + $(awk '/VmRSS/{print $2}' /proc/$p/status))); done; echo $t; }
 
 # Open-loop latency: 10 connections x 100 req/s for DURATION seconds; per-request times from
 # h2load's log (microseconds, third column).

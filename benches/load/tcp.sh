@@ -13,15 +13,11 @@
 set -euo pipefail
 ROUNDS=3 DURATION=8
 while getopts "r:d:" o; do case $o in r) ROUNDS=$OPTARG;; d) DURATION=$OPTARG;; *) exit 2;; esac; done
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-for t in haproxy nginx wrk iperf3 python3 taskset; do command -v $t >/dev/null || { echo "missing $t: apt-get install haproxy nginx wrk iperf3" >&2; exit 1; }; done
-(cd "$ROOT" && cargo build --release --quiet)
-BIN=$ROOT/target/release/outrigger
-WORK=$(mktemp -d); chmod 755 "$WORK"; PIDS=()
+source "$(dirname "$0")/common.sh"
+require "haproxy nginx wrk iperf3" haproxy nginx wrk iperf3 python3 taskset
+build_outrigger
 PORT=19300 HTTPB=19381 IPERF=19382 ADMIN=19390
-cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && { kill "$p" 2>/dev/null || true; }; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-for p in $PORT $HTTPB $IPERF $ADMIN; do ss -ltn | grep -q ":$p " && { echo "port $p is taken" >&2; exit 1; }; done
+ports_free $PORT $HTTPB $IPERF $ADMIN
 printf ok > "$WORK/ok"; chmod 644 "$WORK/ok"
 cat > "$WORK/backend.conf" <<CONF
 worker_processes 1; daemon off; pid $WORK/backend.pid; error_log stderr error;
@@ -56,17 +52,14 @@ start() {
 }
 stop() { kill "$PROXY" 2>/dev/null || true; wait "$PROXY" 2>/dev/null || true
          for _ in $(seq 100); do ss -ltn | grep -q ":$PORT " || return 0; sleep 0.05; done; }
-rss() { awk '/VmHWM/{print $2}' "/proc/$1/status"; }
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 : > "$WORK/rows"
 for r in $(seq "$ROUNDS"); do
   order="outrigger haproxy"; [ $((r % 2)) = 0 ] && order="haproxy outrigger"
   for c in $order; do
     config "$c" $IPERF; start "$c"
-    c0=$(cpu "$PROXY")
+    c0=$(cpu_ticks "$PROXY")
     gbps=$(taskset -c 0 timeout $((DURATION + 10)) iperf3 -c 127.0.0.1 -p $PORT -t "$DURATION" -J | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9, 2))')
-    c1=$(cpu "$PROXY"); bytes_cpu=$(( c1 - c0 )); stop
+    c1=$(cpu_ticks "$PROXY"); bytes_cpu=$(( c1 - c0 )); stop
     config "$c" $HTTPB; start "$c"
     taskset -c 0 wrk -t1 -c32 -d"$DURATION"s -H "Connection: close" "http://127.0.0.1:$PORT/" > "$WORK/wrk.out"
     cps=$(awk '/^Requests\/sec/{printf "%d", $2}' "$WORK/wrk.out")
@@ -79,7 +72,7 @@ conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(1000)]
 time.sleep(1.5)
 for c in conns: c.close()
 PY
-    idle_rss=$(rss "$PROXY"); stop
+    idle_rss=$(rss_kib "$PROXY"); stop
     echo "$r $c $gbps $bytes_cpu $cps $errs $idle_rss" >> "$WORK/rows"
     echo "  round $r $c: ${gbps} Gbit/s, ${cps} conn/s (errors $errs), peak RSS ${idle_rss} KiB" >&2
   done

@@ -85,7 +85,7 @@ pub struct Cluster {
     tls: Option<crate::tls::client::TlsClient>,
     families: crate::metrics::EndpointFamilies,
     discovery_updates: prometheus::IntCounterVec,
-    grpc_responses: crate::http_proxy::body::GrpcCount,
+    grpc_responses: Arc<crate::http_proxy::body::GrpcCount>,
     /// The config file's folder: a relative `discovery.file` is found there.
     pub(crate) base_dir: std::path::PathBuf,
     /// Discovery rounds finished (applied or failed); start-up readiness waits for the first.
@@ -193,10 +193,10 @@ impl Cluster {
             tls,
             families,
             discovery_updates: metrics.discovery_updates.clone(),
-            grpc_responses: crate::http_proxy::body::GrpcCount::new(
+            grpc_responses: Arc::new(crate::http_proxy::body::GrpcCount::new(
                 metrics.grpc_responses.clone(),
                 name,
-            ),
+            )),
             base_dir: base.to_path_buf(),
             discovery_rounds: tokio::sync::watch::Sender::new(0),
         })
@@ -267,9 +267,12 @@ impl Cluster {
             .map(|e| (e.address, e))
             .collect();
         let mut added = Vec::new();
+        // A target that is also a static endpoint, or listed twice, is one endpoint (a set, so
+        // a 10,000-endpoint answer is not compared pairwise).
+        let mut taken: std::collections::HashSet<SocketAddr> =
+            all.iter().map(|e| e.address).collect();
         for t in targets {
-            // A target that is also a static endpoint, or listed twice, is one endpoint.
-            if all.iter().any(|e| e.address == t.address) {
+            if !taken.insert(t.address) {
                 continue;
             }
             match old.remove(&t.address) {
@@ -318,7 +321,7 @@ impl Cluster {
     }
 
     /// Counts gRPC statuses of this cluster's responses.
-    pub(crate) fn grpc_count(&self) -> &crate::http_proxy::body::GrpcCount {
+    pub(crate) fn grpc_count(&self) -> &Arc<crate::http_proxy::body::GrpcCount> {
         &self.grpc_responses
     }
 

@@ -196,7 +196,9 @@ fn apply_discovered(
     let wait_for_check = hc.is_some() && !start_healthy;
     let added = cluster.apply_discovered(targets, wait_for_check);
     let set = cluster.endpoints();
-    counters.retain(|label, _| set.all.iter().any(|e| &e.label == label));
+    let labels: std::collections::HashSet<&str> =
+        set.all.iter().map(|e| e.label.as_str()).collect();
+    counters.retain(|label, _| labels.contains(label.as_str()));
     if let (true, Some(hc)) = (wait_for_check, hc) {
         for e in &added {
             counters.insert(

@@ -87,30 +87,47 @@ impl Lease {
     }
 }
 
-/// Counts a cluster's gRPC statuses (`outrigger_grpc_responses_total`).
-#[derive(Clone)]
+/// Counts a cluster's gRPC statuses (`outrigger_grpc_responses_total`). Each status's child
+/// is resolved the first time it is seen (then kept), so non-gRPC clusters export no series
+/// and a gRPC response costs no label lookup.
 pub struct GrpcCount {
     vec: prometheus::IntCounterVec,
-    cluster: Arc<str>,
+    cluster: String,
+    children: [std::sync::OnceLock<prometheus::IntCounter>; 18],
 }
 
 impl GrpcCount {
     pub fn new(vec: prometheus::IntCounterVec, cluster: &str) -> GrpcCount {
         GrpcCount {
             vec,
-            cluster: cluster.into(),
+            cluster: cluster.to_owned(),
+            children: std::array::from_fn(|_| std::sync::OnceLock::new()),
         }
     }
 
+    /// Counts a `grpc-status` value as sent.
     pub fn count(&self, status: &str) {
-        let label = super::grpc::status_label(status);
-        self.vec.with_label_values(&[&self.cluster, label]).inc();
+        self.count_index(super::grpc::status_index(status));
+    }
+
+    /// Counts a status code the proxy answered with.
+    pub fn count_code(&self, code: u8) {
+        self.count_index(usize::from(code).min(17));
+    }
+
+    fn count_index(&self, i: usize) {
+        self.children[i]
+            .get_or_init(|| {
+                self.vec
+                    .with_label_values(&[&self.cluster, super::grpc::STATUS_LABELS[i]])
+            })
+            .inc();
     }
 }
 
 /// A gRPC response whose status comes in its trailers: counted when they pass, or as
 /// `unknown` if the body ends (or is dropped) without them.
-struct GrpcPending(Option<GrpcCount>);
+struct GrpcPending(Option<Arc<GrpcCount>>);
 
 impl GrpcPending {
     fn seen(&mut self, status: &str) {
@@ -188,7 +205,7 @@ impl ResponseBody {
     }
 
     /// Counts the gRPC status this body's trailers carry.
-    pub(crate) fn with_grpc_trailers(mut self, count: GrpcCount) -> ResponseBody {
+    pub(crate) fn with_grpc_trailers(mut self, count: Arc<GrpcCount>) -> ResponseBody {
         self.grpc = Some(GrpcPending(Some(count)));
         self
     }

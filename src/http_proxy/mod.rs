@@ -54,7 +54,7 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
     let version = req.version();
     let (mut parts, body) = req.into_parts();
     let grpc = grpc::is_grpc(&parts.headers);
-    let mut grpc_count: Option<body::GrpcCount> = None;
+    let mut grpc_count: Option<Arc<body::GrpcCount>> = None;
     // RFC 8441: WebSocket over HTTP/2 is an extended CONNECT; upstream it becomes the
     // HTTP/1.1 handshake (GET + Upgrade), and its 101 becomes the client's 200.
     let h2_websocket = parts.method == http::Method::CONNECT
@@ -280,7 +280,7 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
                 grpc::error_headers(resp.headers_mut(), kind.grpc_status(), error_text(kind));
                 *resp.body_mut() = ResponseBody::empty();
                 if let Some(c) = &grpc_count {
-                    c.count(&kind.grpc_status().to_string());
+                    c.count_code(kind.grpc_status());
                 }
             }
             resp

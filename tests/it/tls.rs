@@ -14,6 +14,18 @@ fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap();
 }
 
+/// Writes `cert` as server.pem and server.key into `dir`.
+fn write_server_cert(dir: &Path, cert: &tls::Cert) {
+    write(dir, "server.pem", &cert.pem);
+    write(dir, "server.key", &cert.key_pem);
+}
+
+/// Starts a proxy from `config(up, tls_block, "")` written into `dir`.
+async fn start_in(dir: &Path, up: &Upstream, tls_block: &str) -> Proxy {
+    write(dir, "outrigger.yaml", &config(up, tls_block, ""));
+    Proxy::start_file(&dir.join("outrigger.yaml")).await
+}
+
 /// A listener config with `tls_block` (paths relative to the config's folder) in front of `up`.
 fn config(up: &Upstream, tls_block: &str, cluster_extra: &str) -> String {
     format!(
@@ -106,9 +118,7 @@ async fn http1_and_http2_over_tls_on_one_port_by_alpn_and_sni_picks_certificates
     }
     let up = Upstream::start("up", Behavior::Name).await;
     let block = "    tls:\n      cert: default.pem\n      key: default.key\n      sni:\n        - { server_names: [a.test], cert: a.pem, key: a.key }\n        - { server_names: [\"*.wild.test\"], cert: wild.pem, key: wild.key }";
-    let path = dir.join("outrigger.yaml");
-    write(&dir, "outrigger.yaml", &config(&up, block, ""));
-    let proxy = Proxy::start_file(&path).await;
+    let proxy = start_in(&dir, &up, block).await;
     let addr = proxy.addr();
     for alpn in [["h2"], ["http/1.1"]] {
         let c = client_config(&[&ca.der], &alpn, None);
@@ -153,20 +163,15 @@ async fn mtls_verifies_clients_and_passes_their_identity_upstream() {
     let other_ca = Ca::new("rogue CA");
     let dir = temp_dir("tls-mtls");
     let server = ca.issue(&["web.test"], None);
-    write(&dir, "server.pem", &server.pem);
-    write(&dir, "server.key", &server.key_pem);
+    write_server_cert(&dir, &server);
     write(&dir, "ca.pem", &ca.pem);
     let up = Upstream::start("up", Behavior::Name).await;
-    write(
+    let proxy = start_in(
         &dir,
-        "outrigger.yaml",
-        &config(
-            &up,
-            "    tls: { cert: server.pem, key: server.key, client_ca: ca.pem }",
-            "",
-        ),
-    );
-    let proxy = Proxy::start_file(&dir.join("outrigger.yaml")).await;
+        &up,
+        "    tls: { cert: server.pem, key: server.key, client_ca: ca.pem }",
+    )
+    .await;
     let addr = proxy.addr();
     let spiffe = "spiffe://cluster.local/ns/default/sa/frontend";
     let good = ca.issue(&["frontend.test"], Some(spiffe));
@@ -215,9 +220,14 @@ async fn mtls_verifies_clients_and_passes_their_identity_upstream() {
     assert_eq!(r.header("x-echo-x-forwarded-client-cert"), None);
 }
 
-/// A TLS upstream answering "tls-up" to every request.
-async fn tls_upstream(cert: &tls::Cert) -> SocketAddr {
-    let acceptor = tls::acceptor(cert);
+/// A TLS upstream offering `alpn`, speaking HTTP/1.1 or HTTP/2 as negotiated, answering every
+/// request with `reply(version)`.
+async fn tls_upstream(
+    cert: &tls::Cert,
+    alpn: &[&str],
+    reply: fn(http::Version) -> String,
+) -> SocketAddr {
+    let acceptor = tls::acceptor_with_alpn(cert, alpn);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -227,14 +237,18 @@ async fn tls_upstream(cert: &tls::Cert) -> SocketAddr {
                 let Ok(t) = acceptor.accept(s).await else {
                     return;
                 };
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                        http_body_util::Full::new(Bytes::from("tls-up")),
-                    ))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(t), svc)
-                    .await;
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(Bytes::from(reply(req.version()))),
+                        ))
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(TokioIo::new(t), svc)
+                .await;
             });
         }
     });
@@ -246,7 +260,7 @@ async fn tls_origination_verifies_the_upstream_and_fails_502_on_a_name_mismatch(
     let ca = Ca::new("upstream CA");
     let dir = temp_dir("tls-origin");
     write(&dir, "ca.pem", &ca.pem);
-    let up_addr = tls_upstream(&ca.issue(&["api.internal"], None)).await;
+    let up_addr = tls_upstream(&ca.issue(&["api.internal"], None), &[], |_| "tls-up".into()).await;
     let text = |sni: &str| {
         format!(
             r#"
@@ -281,15 +295,9 @@ async fn rotated_certificates_serve_new_connections_while_old_ones_keep_working(
     let ca = Ca::new("rotating CA");
     let dir = temp_dir("tls-rotate");
     let first = ca.issue(&["web.test"], None);
-    write(&dir, "server.pem", &first.pem);
-    write(&dir, "server.key", &first.key_pem);
+    write_server_cert(&dir, &first);
     let up = Upstream::start("up", Behavior::Name).await;
-    write(
-        &dir,
-        "outrigger.yaml",
-        &config(&up, "    tls: { cert: server.pem, key: server.key }", ""),
-    );
-    let proxy = Proxy::start_file(&dir.join("outrigger.yaml")).await;
+    let proxy = start_in(&dir, &up, "    tls: { cert: server.pem, key: server.key }").await;
     let addr = proxy.addr();
     // An established connection, kept open across the rotation.
     let c = client_config(&[&ca.der], &["http/1.1"], None);
@@ -353,15 +361,9 @@ async fn only_tls_1_2_and_1_3_are_accepted() {
     let ca = Ca::new("versions CA");
     let dir = temp_dir("tls-versions");
     let server = ca.issue(&["web.test"], None);
-    write(&dir, "server.pem", &server.pem);
-    write(&dir, "server.key", &server.key_pem);
+    write_server_cert(&dir, &server);
     let up = Upstream::start("up", Behavior::Name).await;
-    write(
-        &dir,
-        "outrigger.yaml",
-        &config(&up, "    tls: { cert: server.pem, key: server.key }", ""),
-    );
-    let proxy = Proxy::start_file(&dir.join("outrigger.yaml")).await;
+    let proxy = start_in(&dir, &up, "    tls: { cert: server.pem, key: server.key }").await;
     let addr = proxy.addr().to_string();
     for (flag, ok) in [
         ("-tls1", false),
@@ -402,8 +404,7 @@ async fn tcp_listener_terminates_tls_and_forwards_plain_bytes() {
     let ca = Ca::new("l4 CA");
     let dir = temp_dir("tls-tcp");
     let server = ca.issue(&["db.test"], None);
-    write(&dir, "server.pem", &server.pem);
-    write(&dir, "server.key", &server.key_pem);
+    write_server_cert(&dir, &server);
     // A plain upstream that reads one line and answers it in upper case.
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up = l.local_addr().unwrap();
@@ -436,45 +437,13 @@ async fn protocol_auto_speaks_http2_to_a_tls_upstream_that_offers_it_by_alpn() {
     let ca = Ca::new("alpn CA");
     let dir = temp_dir("tls-alpn");
     write(&dir, "ca.pem", &ca.pem);
-    let cert = ca.issue(&["api.internal"], None);
     // An upstream offering h2 and http/1.1, answering with the version it was spoken to in.
-    let mut cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![cert.der.clone()],
-        rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key.clone().into()),
+    let up_addr = tls_upstream(
+        &ca.issue(&["api.internal"], None),
+        &["h2", "http/1.1"],
+        |v| format!("{v:?}"),
     )
-    .unwrap();
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up_addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(t) = acceptor.accept(s).await else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(
-                    |req: hyper::Request<hyper::body::Incoming>| async move {
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(Bytes::from(format!("{:?}", req.version()))),
-                        ))
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(TokioIo::new(t), svc)
-                .await;
-            });
-        }
-    });
+    .await;
     for (protocol, want) in [
         ("auto", "HTTP/2.0"),
         ("http2", "HTTP/2.0"),

@@ -28,7 +28,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 pub fn acceptor(cert: &Cert) -> tokio_rustls::TlsAcceptor {
-    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+    acceptor_with_alpn(cert, &[])
+}
+
+/// A server for `cert` that offers `alpn` (e.g. `["h2", "http/1.1"]`).
+pub fn acceptor_with_alpn(cert: &Cert, alpn: &[&str]) -> tokio_rustls::TlsAcceptor {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
@@ -37,6 +42,7 @@ pub fn acceptor(cert: &Cert) -> tokio_rustls::TlsAcceptor {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.clone())),
         )
         .unwrap();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
 }
 
