@@ -1,28 +1,49 @@
 //! Giving freed heap memory back to the OS (part of the binary, not the library: it is the one
 //! place that calls into libc). glibc's malloc keeps what a burst of connections freed as long
 //! as anything live sits above it in the heap, so a sidecar's RSS would stay at its peak after
-//! a spike. Every few seconds, when glibc holds more than a few MiB free, `malloc_trim(0)`
-//! returns the free pages (Envoy does the same with tcmalloc's release interval). The check is
-//! cheap (`mallinfo2` reads arena counters); the trim runs only after churn, on its own thread,
-//! so no request waits for it except on the arena lock for the trim's few milliseconds.
+//! a spike. `malloc_trim(0)` returns the free pages (Envoy does the same with tcmalloc's release
+//! interval), but it holds the arena lock for milliseconds on a fragmented heap, and so does
+//! `mallinfo2`, which walks every free chunk. So the trigger is cheap and specific: once a
+//! second, the listener's counts of open client connections and of those holding hyper's
+//! buffers (two atomics) are compared with their peaks since the last trim; when either has
+//! fallen by 256 or more (≥ 4 MiB of buffers let go: connections closed or were parked), trim.
+//! Steady churn (a new connection per request) keeps the counts level and never trims. Memory
+//! freed by anything else (upstream pool churn, a reload) is looked for with `mallinfo2` once
+//! every 10 s.
 
+use outrigger::listener::client_connections;
 use std::time::Duration;
 
-/// Free heap bytes above which a trim is worth it.
+/// Connections whose buffers must have been released since the peak before a trim.
+const RELEASED_CONNECTIONS: usize = 256;
+/// Free heap bytes above which the slow check trims.
 const FREE_THRESHOLD: usize = 4 << 20;
+/// Fast checks per slow (`mallinfo2`) check.
+const SLOW_EVERY: u32 = 10;
 
 pub fn spawn_trimmer() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let spawned = std::thread::Builder::new()
             .name("outrigger-trim".into())
-            .spawn(|| loop {
-                std::thread::sleep(Duration::from_secs(5));
-                // SAFETY: mallinfo2 and malloc_trim only read and adjust glibc's own heap
-                // bookkeeping; both are thread-safe.
-                let free = unsafe { libc::mallinfo2() }.fordblks;
-                if free > FREE_THRESHOLD {
-                    unsafe { libc::malloc_trim(0) };
+            .spawn(|| {
+                let mut peak = (0usize, 0usize);
+                let mut tick = 0u32;
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                    tick = tick.wrapping_add(1);
+                    let now = client_connections();
+                    peak = (peak.0.max(now.0), peak.1.max(now.1));
+                    let burst_over = peak.0 - now.0 >= RELEASED_CONNECTIONS
+                        || peak.1 - now.1 >= RELEASED_CONNECTIONS;
+                    // SAFETY: mallinfo2 and malloc_trim only read and adjust glibc's own heap
+                    // bookkeeping; both are thread-safe.
+                    let slow = tick % SLOW_EVERY == 0
+                        && unsafe { libc::mallinfo2() }.fordblks > FREE_THRESHOLD;
+                    if burst_over || slow {
+                        unsafe { libc::malloc_trim(0) };
+                        peak = now;
+                    }
                 }
             });
         if let Err(e) = spawned {

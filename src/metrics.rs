@@ -13,6 +13,7 @@ pub const REQUEST_DURATION_SECONDS: &str = "outrigger_request_duration_seconds";
 pub const UPSTREAM_REQUEST_DURATION_SECONDS: &str = "outrigger_upstream_request_duration_seconds";
 pub const DOWNSTREAM_CONNECTIONS_ACTIVE: &str = "outrigger_downstream_connections_active";
 pub const DOWNSTREAM_CONNECTIONS_TOTAL: &str = "outrigger_downstream_connections_total";
+pub const DOWNSTREAM_CONNECTIONS_PARKED: &str = "outrigger_downstream_connections_parked";
 pub const UPSTREAM_ENDPOINT_HEALTHY: &str = "outrigger_upstream_endpoint_healthy";
 pub const UPSTREAM_CONNECTIONS_ACTIVE: &str = "outrigger_upstream_connections_active";
 pub const UPSTREAM_CONNECT_FAILURES_TOTAL: &str = "outrigger_upstream_connect_failures_total";
@@ -63,6 +64,7 @@ pub struct Metrics {
     pub upstream_request_duration: HistogramVec,
     pub downstream_connections_active: IntGaugeVec,
     pub downstream_connections: IntCounterVec,
+    pub downstream_connections_parked: IntGaugeVec,
     pub upstream_endpoint_healthy: IntGaugeVec,
     pub upstream_connections_active: IntGaugeVec,
     pub upstream_connect_failures: IntCounterVec,
@@ -208,6 +210,11 @@ impl Metrics {
             downstream_connections_active: gauge(
                 DOWNSTREAM_CONNECTIONS_ACTIVE,
                 "Open downstream connections.",
+                &["listener"],
+            ),
+            downstream_connections_parked: gauge(
+                DOWNSTREAM_CONNECTIONS_PARKED,
+                "Idle HTTP/1.1 connections parked without buffers (limits.park_idle_after).",
                 &["listener"],
             ),
             downstream_connections: counter(

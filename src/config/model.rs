@@ -165,6 +165,9 @@ pub struct LimitsConfig {
     /// HTTP/2: streams the proxy may reset for protocol errors before it closes the connection
     /// (the other half of rapid-reset and CONTINUATION-flood protection).
     pub http2_max_local_error_reset_streams: usize,
+    /// HTTP/1.1: a keep-alive connection idle this long gives its buffers back (~24 KiB) and
+    /// waits on the socket alone until the client speaks again; `0s` keeps them.
+    pub park_idle_after: ConfigDuration,
 }
 
 impl Default for LimitsConfig {
@@ -178,6 +181,7 @@ impl Default for LimitsConfig {
             http2_max_concurrent_streams: 100,
             http2_max_pending_accept_reset_streams: 20,
             http2_max_local_error_reset_streams: 1024,
+            park_idle_after: ConfigDuration::secs(1),
         }
     }
 }

@@ -11,6 +11,7 @@
 use super::ConnTracker;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -50,6 +51,24 @@ impl<IO> FramingGuard<IO> {
             tracker,
             started: false,
         }
+    }
+
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
+    pub fn get_mut(&mut self) -> &mut IO {
+        &mut self.io
+    }
+
+    /// Tells the tracker whether the stream now stands between messages, and after how many
+    /// heads (what parking an idle connection relies on).
+    fn publish_boundary(&self) {
+        let at = match self.state {
+            State::Head if self.pending.is_empty() => self.heads,
+            _ => u64::MAX,
+        };
+        self.tracker.boundary_heads.store(at, Ordering::Relaxed);
     }
 
     fn observe(&mut self, mut data: &[u8]) {
@@ -207,6 +226,15 @@ impl<IO> FramingGuard<IO> {
     }
 }
 
+impl<IO> FramingGuard<IO> {
+    fn note_write(&self, blocked: bool) {
+        // Written only on a change: the common case costs a load, not a store.
+        if self.tracker.write_blocked.load(Ordering::Relaxed) != blocked {
+            self.tracker.write_blocked.store(blocked, Ordering::Relaxed);
+        }
+    }
+}
+
 fn chunk_size(line: &[u8]) -> Option<u64> {
     let line = line.strip_suffix(b"\r\n")?;
     let hex = line.split(|b| *b == b';').next()?.trim_ascii();
@@ -228,6 +256,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
             let new = &buf.filled()[before..];
             // Borrow juggling: `observe` needs `&mut self` while `new` borrows `buf`, not self.
             self.observe(new);
+            self.publish_boundary();
         }
         Poll::Ready(Ok(()))
     }
@@ -239,12 +268,18 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, data)
+        let r = Pin::new(&mut self.io).poll_write(cx, data);
+        self.note_write(r.is_pending());
+        r
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Parking: hyper is done with the connection, the client is not.
+        if self.tracker.parking.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
     fn poll_write_vectored(
@@ -252,7 +287,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.note_write(r.is_pending());
+        r
     }
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()

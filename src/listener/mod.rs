@@ -1,6 +1,10 @@
-//! Listeners: bind, accept under the `max_connections` limit, and serve each connection
-//! (HTTP/1.1 and HTTP/2 on one port via hyper-util's auto builder) until it ends, idles out,
-//! or the process drains. Per-connection state lives in `ConnTracker`.
+//! Listeners: bind, accept under the `max_connections` limit, and serve each connection until
+//! it ends, idles out, or the process drains. HTTP/1.1 and HTTP/2 share a port: the protocol is
+//! read from ALPN or from the first bytes (peeked, not consumed), then hyper serves it directly.
+//! An idle HTTP/1.1 connection is *parked*: hyper hands the socket back at a message boundary
+//! and its buffers are freed until the client speaks again (nginx and HAProxy likewise free the
+//! buffers of idle keep-alive connections); 10,000 idle connections then cost ~50 MiB, not
+//! ~270. Per-connection state lives in `ConnTracker`.
 
 mod framing;
 
@@ -8,15 +12,20 @@ use crate::config::{ListenerConfig, ListenerProtocol};
 use crate::http_proxy::{self, Downstream};
 use crate::runtime::Runtime;
 use crate::tls::server::TlsServer;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -117,8 +126,9 @@ impl Listener {
     ) {
         let limits = &self.config.limits;
         let permits = Arc::new(Semaphore::new(limits.max_connections));
-        let builder = Arc::new(http_builder(&self.config));
+        let builders = Arc::new(http_builders(&self.config));
         let idle_timeout = limits.idle_timeout.get();
+        let park_after = Some(limits.park_idle_after.get()).filter(|d| !d.is_zero());
         let max_head = limits.max_request_headers_kb * 1024;
         let active = runtime
             .metrics
@@ -143,6 +153,10 @@ impl Listener {
                 .downstream_timeouts
                 .with_label_values(&[&self.name, k])
         }));
+        let parked = runtime
+            .metrics
+            .downstream_connections_parked
+            .with_label_values(&[&self.name]);
         let tcp = (self.config.protocol == ListenerProtocol::Tcp).then(|| {
             Arc::new(crate::tcp_proxy::TcpSettings {
                 listener: self.name.clone(),
@@ -205,7 +219,7 @@ impl Listener {
                 continue;
             }
             let conn = Connection {
-                down: Downstream {
+                down: Arc::new(Downstream {
                     listener: self.name.clone(),
                     runtime: runtime.clone(),
                     peer,
@@ -213,38 +227,24 @@ impl Listener {
                     conn: Arc::new(ConnTracker::new()),
                     client_cert: None,
                     tls_version: None,
-                },
-                builder: builder.clone(),
+                }),
+                builders: builders.clone(),
                 idle_timeout,
+                park_after,
                 max_head,
                 close: close_connections.clone(),
                 timeouts: timeouts.clone(),
+                parked: parked.clone(),
             };
             let active = active.clone();
             runtime.shutdown.track(async move {
                 active.inc();
+                let _open = Counted::new(&OPEN);
                 match tls {
-                    None => conn.serve(stream).await,
-                    Some(tls) => {
-                        if let Some(s) = tls.accept(stream, handshake_timeout).await {
-                            // The verified client certificate, for x-forwarded-client-cert.
-                            let xfcc = s
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|c| c.first())
-                                .map(|c| Arc::<str>::from(crate::tls::certs::xfcc(c)));
-                            let mut conn = conn;
-                            conn.down.client_cert = xfcc;
-                            conn.down.tls_version =
-                                s.get_ref().1.protocol_version().map(|v| match v {
-                                    rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
-                                    rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
-                                    _ => "TLS",
-                                });
-                            conn.serve(s).await;
-                        }
-                    }
+                    None => conn.serve_plain(stream).await,
+                    // Boxed so that plain connections' tasks are not sized for TLS state (a
+                    // parked connection's task is then ~1 KiB).
+                    Some(tls) => Box::pin(conn.serve_tls(stream, tls, handshake_timeout)).await,
                 }
                 active.dec();
                 drop(permit);
@@ -267,51 +267,274 @@ async fn refuse(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
-fn http_builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
+/// The three ways a connection is served: HTTP/1.1 and HTTP/2 directly when the protocol is
+/// known (ALPN, or the first bytes peeked from the socket), hyper-util's sniffing builder only
+/// when it is not (a split HTTP/2 preface, TLS without ALPN). Serving directly skips the
+/// sniffer's per-connection buffer and lets an idle HTTP/1.1 connection be parked.
+struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    auto: auto::Builder<TokioExecutor>,
+}
+
+fn http_builders(cfg: &ListenerConfig) -> Builders {
     let limits = &cfg.limits;
     let header_bytes = limits.max_request_headers_kb * 1024;
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout.get())
-        // hyper's read buffer bounds the request head: past it, 431.
-        .max_buf_size(header_bytes.max(8192))
-        .keep_alive(true);
-    // hyper's h2 also bounds CONTINUATION frames by the header list size, so a flood of them
-    // ends the connection instead of growing memory.
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(header_bytes.min(u32::MAX as usize) as u32)
-        .max_concurrent_streams(limits.http2_max_concurrent_streams)
-        .max_pending_accept_reset_streams(limits.http2_max_pending_accept_reset_streams)
-        .max_local_error_reset_streams(limits.http2_max_local_error_reset_streams)
-        // RFC 8441: WebSocket over HTTP/2 arrives as an extended CONNECT.
-        .enable_connect_protocol();
-    b
+    // The same settings on hyper's builders and on hyper-util's wrappers of them.
+    macro_rules! http1_settings {
+        ($b:expr) => {
+            $b.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout.get())
+                // hyper's read buffer bounds the request head: past it, 431.
+                .max_buf_size(header_bytes.max(8192))
+                .keep_alive(true)
+        };
+    }
+    macro_rules! http2_settings {
+        ($b:expr) => {
+            // hyper's h2 also bounds CONTINUATION frames by the header list size, so a flood of
+            // them ends the connection instead of growing memory.
+            $b.timer(TokioTimer::new())
+                .max_header_list_size(header_bytes.min(u32::MAX as usize) as u32)
+                .max_concurrent_streams(limits.http2_max_concurrent_streams)
+                .max_pending_accept_reset_streams(limits.http2_max_pending_accept_reset_streams)
+                .max_local_error_reset_streams(limits.http2_max_local_error_reset_streams)
+                // RFC 8441: WebSocket over HTTP/2 arrives as an extended CONNECT.
+                .enable_connect_protocol()
+        };
+    }
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    http1_settings!(auto.http1());
+    http2_settings!(auto.http2());
+    let mut h1 = http1::Builder::new();
+    http1_settings!(h1);
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    http2_settings!(h2);
+    Builders { h1, h2, auto }
+}
+
+/// What a client connection speaks, decided before hyper sees a byte.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Protocol {
+    Http1,
+    Http2,
+    /// Not known yet: let hyper-util sniff.
+    Sniff,
+}
+
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+fn protocol_of(first: &[u8]) -> Protocol {
+    if first.len() >= H2_PREFACE.len() && first.starts_with(H2_PREFACE) {
+        Protocol::Http2
+    } else if H2_PREFACE.starts_with(first) {
+        Protocol::Sniff
+    } else {
+        Protocol::Http1
+    }
+}
+
+/// A client stream a parked HTTP/1.1 connection can wait on without hyper: readiness of the
+/// socket underneath. (For TLS this is sound because a parked connection's last read returned
+/// `Pending`, so rustls holds no plaintext the socket would not announce.)
+pub(crate) trait Parkable {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+}
+
+impl Parkable for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+impl Parkable for tokio_rustls::server::TlsStream<TcpStream> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_ref().0.poll_read_ready(cx)
+    }
+}
+
+/// How a served connection ended.
+enum Ended {
+    Closed,
+    /// Parked: hyper let go of it (idle, at a message boundary, nothing left to write).
+    Parked,
 }
 
 struct Connection {
-    down: Downstream,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    down: Arc<Downstream>,
+    builders: Arc<Builders>,
     idle_timeout: Duration,
+    /// An idle HTTP/1.1 connection is parked after this long (`None`: never).
+    park_after: Option<Duration>,
     max_head: usize,
     /// Cancelled when a reload removes the listener: close like a drain.
     close: CancellationToken,
     /// idle, header_read.
     timeouts: Arc<[prometheus::IntCounter; 2]>,
+    parked: prometheus::IntGauge,
 }
 
 impl Connection {
-    async fn serve<S>(self, stream: S)
+    /// Cleartext: wait for the first bytes without hyper (a connection that never speaks costs
+    /// a socket and a task), peek to tell HTTP/2's preface from HTTP/1.1.
+    async fn serve_plain(self, stream: TcpStream) {
+        let mut first = [0u8; 24];
+        let n = tokio::select! {
+            r = stream.peek(&mut first) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = self.wait_idle_or_close() => return,
+        };
+        let protocol = protocol_of(&first[..n]);
+        self.serve(stream, protocol).await
+    }
+
+    async fn serve_tls(mut self, stream: TcpStream, tls: Arc<TlsServer>, handshake: Duration) {
+        let Some(stream) = tls.accept(stream, handshake).await else {
+            return;
+        };
+        let session = stream.get_ref().1;
+        if let Some(down) = Arc::get_mut(&mut self.down) {
+            // The verified client certificate, for x-forwarded-client-cert.
+            down.client_cert = session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| Arc::<str>::from(crate::tls::certs::xfcc(c)));
+            down.tls_version = session.protocol_version().map(|v| match v {
+                rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+                rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+                _ => "TLS",
+            });
+        }
+        let protocol = match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Protocol::Http2,
+            Some(_) => Protocol::Http1,
+            None => Protocol::Sniff,
+        };
+        self.serve(stream, protocol).await
+    }
+
+    async fn serve<S>(self, stream: S, protocol: Protocol)
     where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static,
     {
         let tracker = self.down.conn.clone();
-        let io = TokioIo::new(framing::FramingGuard::new(
-            stream,
-            tracker.clone(),
-            self.max_head,
-        ));
+        let down = self.down.clone();
+        let svc = service_fn(move |req| {
+            let down = down.clone();
+            async move { Ok::<_, Infallible>(http_proxy::handle(req, &down).await) }
+        });
+        match protocol {
+            Protocol::Http2 => {
+                let mut conn =
+                    Box::pin(self.builders.h2.serve_connection(TokioIo::new(stream), svc));
+                Box::pin(self.drive(conn.as_mut(), |c| c.graceful_shutdown(), false)).await;
+            }
+            Protocol::Sniff => {
+                let io = TokioIo::new(framing::FramingGuard::new(
+                    stream,
+                    tracker.clone(),
+                    self.max_head,
+                ));
+                let mut conn = Box::pin(self.builders.auto.serve_connection_with_upgrades(io, svc));
+                Box::pin(self.drive(conn.as_mut(), |c| c.graceful_shutdown(), false)).await;
+            }
+            Protocol::Http1 => {
+                let mut io = TokioIo::new(framing::FramingGuard::new(
+                    stream,
+                    tracker.clone(),
+                    self.max_head,
+                ));
+                let mut svc = svc;
+                loop {
+                    // Boxed (with `drive`), and in a block so that the box is freed before the
+                    // park: a parked connection's task holds only the socket.
+                    let parts = {
+                        let mut conn =
+                            Box::new(self.builders.h1.serve_connection(io, svc).with_upgrades());
+                        let parkable = self.park_after.is_some();
+                        let ended = Box::pin(self.drive(
+                            Pin::new(&mut *conn),
+                            |c| c.graceful_shutdown(),
+                            parkable,
+                        ))
+                        .await;
+                        if matches!(ended, Ended::Closed) {
+                            return;
+                        }
+                        (*conn).into_parts()
+                    };
+                    // `None`: upgraded, the tunnel owns the socket now.
+                    let Some(parts) = parts else {
+                        return;
+                    };
+                    // At a message boundary hyper has consumed all it read; bytes left would be
+                    // an unread request body, and serving on from there would misframe.
+                    if !parts.read_buf.is_empty() {
+                        return;
+                    }
+                    // Even empty, the read buffer holds hyper's 8 KiB allocation: let it go.
+                    drop(parts.read_buf);
+                    tracker.parking.store(false, Ordering::Relaxed);
+                    (io, svc) = (parts.io, parts.service);
+                    let readable =
+                        std::future::poll_fn(|cx| io.inner().get_ref().poll_read_ready(cx));
+                    self.parked.inc();
+                    let woke = tokio::select! {
+                        r = readable => r.is_ok(),
+                        _ = self.wait_idle_or_close() => false,
+                    };
+                    self.parked.dec();
+                    if !woke {
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            tokio::io::AsyncWriteExt::shutdown(io.inner_mut().get_mut()),
+                        )
+                        .await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits, for a connection hyper is not serving, until it idles out, the process drains or
+    /// the listener is removed (the caller selects this against the socket).
+    async fn wait_idle_or_close(&self) {
+        let drain = self.down.runtime.shutdown.drain_token();
+        loop {
+            let remaining = match self.down.conn.idle_for() {
+                _ if self.idle_timeout.is_zero() => Duration::MAX,
+                Some(idle) => self.idle_timeout.saturating_sub(idle),
+                None => self.idle_timeout,
+            };
+            if remaining.is_zero() {
+                self.timeouts[0].inc();
+                return;
+            }
+            tokio::select! {
+                _ = drain.cancelled() => return,
+                _ = self.close.cancelled() => return,
+                _ = tokio::time::sleep(remaining) => {}
+            }
+        }
+    }
+
+    /// Polls a hyper connection to its end, closing it gracefully on drain, listener removal
+    /// and idle timeout, and parking it (when `parkable`) once it has idled `park_after`.
+    async fn drive<C, E>(
+        &self,
+        mut conn: Pin<&mut C>,
+        shutdown: impl Fn(Pin<&mut C>),
+        parkable: bool,
+    ) -> Ended
+    where
+        C: Future<Output = Result<(), E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let _holds = Counted::new(&HOLDING_BUFFERS);
+        let tracker = &self.down.conn;
         let drain = self.down.runtime.shutdown.drain_token();
         let drain_timeout = self
             .down
@@ -322,17 +545,13 @@ impl Connection {
             .server
             .drain_timeout
             .get();
-        let close = self.close;
-        let down = Arc::new(self.down);
-        let svc = service_fn(move |req| {
-            let down = down.clone();
-            async move { Ok::<_, Infallible>(http_proxy::handle(req, &down).await) }
-        });
-        // With upgrades: a 101 (WebSocket) or CONNECT hands the connection to a tunnel.
-        let conn = self.builder.serve_connection_with_upgrades(io, svc);
-        tokio::pin!(conn);
+        let park_after = self.park_after.filter(|_| parkable);
         let mut closing = false;
-        let idle_check = tokio::time::sleep(self.idle_timeout);
+        let first_check = match park_after {
+            Some(p) if self.idle_timeout.is_zero() || p < self.idle_timeout => p,
+            _ => self.idle_timeout,
+        };
+        let idle_check = tokio::time::sleep(first_check);
         tokio::pin!(idle_check);
         // Armed when closing starts: past it, in-flight work on this connection is cut.
         let cutoff = tokio::time::sleep(Duration::MAX);
@@ -341,42 +560,101 @@ impl Connection {
             tokio::select! {
                 res = conn.as_mut() => {
                     if let Err(e) = res {
+                        let e: Box<dyn std::error::Error + Send + Sync> = e.into();
                         if e.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_timeout()) {
                             self.timeouts[1].inc();
                         }
                         tracing::debug!(error = %e, "downstream connection ended with an error");
+                        return Ended::Closed;
                     }
-                    return;
+                    return if tracker.parking.load(Ordering::Relaxed) {
+                        Ended::Parked
+                    } else {
+                        Ended::Closed
+                    };
                 }
                 // Draining: HTTP/1.1 closes once idle (or after the in-flight response, with
                 // `Connection: close`); HTTP/2 sends GOAWAY and finishes open streams.
                 _ = drain.cancelled(), if !closing => {
-                    conn.as_mut().graceful_shutdown();
+                    tracker.parking.store(false, Ordering::Relaxed);
+                    shutdown(conn.as_mut());
                     closing = true;
                 }
-                _ = close.cancelled(), if !closing => {
-                    conn.as_mut().graceful_shutdown();
+                _ = self.close.cancelled(), if !closing => {
+                    tracker.parking.store(false, Ordering::Relaxed);
+                    shutdown(conn.as_mut());
                     closing = true;
                     cutoff.as_mut().reset(Instant::now() + drain_timeout);
                 }
                 _ = &mut cutoff, if closing => {
                     tracing::debug!("closing a removed listener's connection at the drain timeout");
-                    return;
+                    return Ended::Closed;
                 }
-                _ = &mut idle_check, if !closing && !self.idle_timeout.is_zero() => {
-                    match tracker.idle_for() {
-                        Some(idle) if idle >= self.idle_timeout => {
+                _ = &mut idle_check, if !closing && !first_check.is_zero() => {
+                    let idle = tracker.idle_for();
+                    let timeout = (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
+                    match idle {
+                        Some(idle) if timeout.is_some_and(|t| idle >= t) => {
                             self.timeouts[0].inc();
-                            conn.as_mut().graceful_shutdown();
+                            shutdown(conn.as_mut());
                             closing = true;
                         }
-                        Some(idle) => idle_check.as_mut().reset(Instant::now() + (self.idle_timeout - idle)),
-                        None => idle_check.as_mut().reset(Instant::now() + self.idle_timeout),
+                        Some(idle) if park_after.is_some_and(|p| idle >= p) && tracker.parkable() => {
+                            // hyper closes an idle connection at once; the framing guard keeps
+                            // the socket open through the shutdown hyper then asks for.
+                            tracker.parking.store(true, Ordering::Relaxed);
+                            shutdown(conn.as_mut());
+                            closing = true;
+                        }
+                        _ => {
+                            let idle = idle.unwrap_or_default();
+                            let mut next = timeout.map_or(Duration::MAX, |t| t - idle);
+                            if let Some(p) = park_after {
+                                // Not parkable yet (a response still being written): look again.
+                                next = next.min(p.saturating_sub(idle).max(p / 4).max(Duration::from_millis(10)));
+                            }
+                            let at = Instant::now().checked_add(next);
+                            idle_check.as_mut().reset(at.unwrap_or_else(far_future));
+                        }
                     }
                 }
             }
         }
     }
+}
+
+/// Client connections open, and those hyper is serving (so holding ~16 KiB or more of
+/// buffers; parked ones are not). The memory trimmer reads them to learn when a burst is over.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+static HOLDING_BUFFERS: AtomicUsize = AtomicUsize::new(0);
+
+/// (open client connections, those of them holding hyper's buffers).
+pub fn client_connections() -> (usize, usize) {
+    (
+        OPEN.load(Ordering::Relaxed),
+        HOLDING_BUFFERS.load(Ordering::Relaxed),
+    )
+}
+
+/// Counts a connection in one of those while alive.
+struct Counted(&'static AtomicUsize);
+
+impl Counted {
+    fn new(counter: &'static AtomicUsize) -> Counted {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What `sleep(Duration::MAX)` uses: a deadline that never comes, without overflowing.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365 * 30)
 }
 
 /// Per-connection bookkeeping shared by the connection task, its requests and its framing
@@ -389,6 +667,14 @@ pub struct ConnTracker {
     requests: AtomicU64,
     /// Ordinal (1-based) of the first request head with ambiguous framing; `u64::MAX` if none.
     rejected_from: AtomicU64,
+    /// Request heads the framing guard has seen, when the byte stream stands at a message
+    /// boundary (no partial head or body); `u64::MAX` when it does not or cannot tell.
+    boundary_heads: AtomicU64,
+    /// The last write to the client did not complete (hyper may hold unwritten bytes).
+    write_blocked: AtomicBool,
+    /// Set while an idle connection is being handed back by hyper: its shutdown is not passed
+    /// to the socket.
+    parking: AtomicBool,
 }
 
 impl Default for ConnTracker {
@@ -405,6 +691,9 @@ impl ConnTracker {
             epoch: Instant::now(),
             requests: AtomicU64::new(0),
             rejected_from: AtomicU64::new(u64::MAX),
+            boundary_heads: AtomicU64::new(0),
+            write_blocked: AtomicBool::new(false),
+            parking: AtomicBool::new(false),
         }
     }
 
@@ -425,6 +714,15 @@ impl ConnTracker {
         }
         let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed));
         Some(self.epoch.elapsed().saturating_sub(since))
+    }
+
+    /// Whether hyper can let go of the connection without losing or misframing a byte: every
+    /// request it read has been answered, the stream stands between messages, and nothing waits
+    /// to be written.
+    fn parkable(&self) -> bool {
+        self.active.load(Ordering::Relaxed) == 0
+            && !self.write_blocked.load(Ordering::Relaxed)
+            && self.boundary_heads.load(Ordering::Relaxed) == self.requests.load(Ordering::Relaxed)
     }
 
     fn reject_framing_from(&self, ordinal: u64) {

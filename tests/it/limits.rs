@@ -1,4 +1,5 @@
 use crate::support::{get, raw_exchange, upstream::Behavior, Proxy, Upstream, H1};
+use bytes::Bytes;
 use std::time::Duration;
 
 fn config(up: &Upstream, limits: &str) -> String {
@@ -109,4 +110,115 @@ async fn connections_over_max_connections_are_refused_at_once_with_503() {
         (get(proxy.addr(), "/").await.status == 200).then_some(())
     })
     .await;
+}
+
+/// Reads from `s` until `done(bytes so far)` or the deadline.
+async fn read_until(
+    s: &mut tokio::net::TcpStream,
+    done: impl Fn(&str) -> bool,
+    what: &str,
+) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !done(&String::from_utf8_lossy(&out)) {
+        let n = tokio::time::timeout_at(end, s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "timed out reading {what}: {:?}",
+                    String::from_utf8_lossy(&out)
+                )
+            })
+            .expect("read");
+        assert!(n > 0, "closed while reading {what}");
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn idle_keepalive_connections_are_parked_and_served_again() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start("web", Behavior::Digest).await;
+    let proxy = Proxy::start(&config(&up, "{ park_idle_after: 100ms, idle_timeout: 2s }")).await;
+    let parked = |n: f64| {
+        let proxy = &proxy;
+        async move {
+            crate::support::eventually(Duration::from_secs(3), "connections parked", || async {
+                let m = proxy.metrics().await;
+                let v = crate::support::metric(
+                    &m,
+                    r#"outrigger_downstream_connections_parked{listener="ingress"}"#,
+                );
+                (v == Some(n)).then_some(())
+            })
+            .await
+        }
+    };
+    // A hyper client: parked between requests three times, and each time served again on the
+    // same connection, a 100 KiB upload byte exact.
+    let mut c = H1::connect(proxy.addr()).await;
+    assert_eq!(c.get("/").await.text(), "0 0");
+    let body = Bytes::from(vec![7u8; 100 * 1024]);
+    for _ in 0..3 {
+        parked(1.0).await;
+        let req = crate::support::request("POST", proxy.addr(), "/")
+            .body(http_body_util::Full::new(body.clone()))
+            .unwrap();
+        let r = c.send(req).await;
+        assert_eq!(r.status, 200);
+        assert!(r.text().starts_with("102400 "), "{}", r.text());
+    }
+    assert!(!c.is_closed());
+    // A raw client pipelines two requests into a parked connection: both are answered, in order.
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut s, |t| t.ends_with("\r\n\r\n0 0"), "the first answer").await;
+    parked(2.0).await;
+    s.write_all(b"POST /two HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabcGET /three HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let both = read_until(
+        &mut s,
+        |t| t.matches("HTTP/1.1 200").count() == 2 && t.ends_with("0 0"),
+        "two pipelined answers",
+    )
+    .await;
+    assert!(both.contains("\r\n\r\n3 "), "{both}");
+    assert_eq!(up.requests(), 7);
+    assert_eq!(
+        up.connections(),
+        1,
+        "one pooled upstream connection throughout"
+    );
+    // A parked connection still idles out, and is counted as such.
+    crate::support::eventually(
+        Duration::from_secs(5),
+        "parked connection idled out",
+        || {
+            let closed = c.is_closed();
+            async move { closed.then_some(()) }
+        },
+    )
+    .await;
+    parked(0.0).await;
+    let m = proxy.metrics().await;
+    assert_eq!(
+        crate::support::metric(
+            &m,
+            r#"outrigger_downstream_timeouts_total{kind="idle",listener="ingress"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        crate::support::metric(
+            &m,
+            r#"outrigger_downstream_connections_total{listener="ingress"}"#
+        ),
+        Some(2.0)
+    );
 }

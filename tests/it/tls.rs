@@ -474,3 +474,51 @@ clusters:
         );
     }
 }
+
+#[tokio::test]
+async fn an_idle_tls_keepalive_connection_is_parked_and_served_again() {
+    let ca = Ca::new("test CA");
+    let dir = temp_dir("tls-park");
+    let cert = ca.issue(&["a.test"], None);
+    write(&dir, "server.pem", &cert.pem);
+    write(&dir, "server.key", &cert.key_pem);
+    let up = Upstream::start("up", Behavior::Name).await;
+    let block =
+        "    tls: { cert: server.pem, key: server.key }\n    limits: { park_idle_after: 100ms }";
+    let proxy = start_in(&dir, &up, block).await;
+    let c = client_config(&[&ca.der], &["http/1.1"], None);
+    let tcp = TcpStream::connect(proxy.addr()).await.unwrap();
+    let stream = c.connect(tls::name("a.test"), tcp).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for round in 0..3 {
+        let req = http::Request::get("/")
+            .header("host", "a.test")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = s.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "round {round}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"up");
+        crate::support::eventually(Duration::from_secs(3), "TLS connection parked", || async {
+            let m = proxy.metrics().await;
+            let v = crate::support::metric(
+                &m,
+                r#"outrigger_downstream_connections_parked{listener="ingress"}"#,
+            );
+            (v == Some(1.0)).then_some(())
+        })
+        .await;
+    }
+    let m = proxy.metrics().await;
+    assert_eq!(
+        crate::support::metric(
+            &m,
+            r#"outrigger_tls_handshakes_total{listener="ingress",result="success"}"#
+        ),
+        Some(1.0),
+        "one TLS session throughout"
+    );
+}
