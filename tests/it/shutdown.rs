@@ -81,6 +81,7 @@ pub fn signal(child: &Child, sig: &str) {
 #[tokio::test]
 async fn sigterm_lets_a_2s_request_finish_then_exits_0() {
     let slow = Upstream::start("slow", Behavior::Delay(Duration::from_secs(2))).await;
+    let fast = Upstream::start("fast", Behavior::Name).await;
     let mut bin = start_binary(&format!(
         r#"
 admin: {{ address: "127.0.0.1:0" }}
@@ -88,11 +89,15 @@ server: {{ drain_timeout: 10s }}
 listeners:
   - name: ingress
     address: 127.0.0.1:0
-    routes: [{{ match: {{ path_prefix: / }}, cluster: slow }}]
+    limits: {{ park_idle_after: 100ms }}
+    routes:
+      - {{ match: {{ path_prefix: /slow }}, cluster: slow }}
+      - {{ match: {{ path_prefix: / }}, cluster: fast }}
 clusters:
   - {{ name: slow, endpoints: [{{address: "{}"}}] }}
+  - {{ name: fast, endpoints: [{{address: "{}"}}] }}
 "#,
-        slow.addr
+        slow.addr, fast.addr
     ));
     let admin = bin.admin;
     crate::support::eventually(
@@ -101,8 +106,20 @@ clusters:
         || async move { (get(admin, "/ready").await.status == 200).then_some(()) },
     )
     .await;
-    // An idle keep-alive connection that must not delay the exit.
+    // Idle keep-alive connections that must not delay the exit: one that never sent a
+    // request, one parked after its first.
     let idle = H1::connect(bin.listener).await;
+    let mut parked = H1::connect(bin.listener).await;
+    assert_eq!(parked.get("/").await.text(), "fast");
+    crate::support::eventually(Duration::from_secs(3), "connection parked", || async move {
+        let m = get(admin, "/metrics").await.text();
+        let n = crate::support::metric(
+            &m,
+            r#"outrigger_downstream_connections_parked{listener="ingress"}"#,
+        );
+        (n == Some(1.0)).then_some(())
+    })
+    .await;
     let addr = bin.listener;
     let in_flight = tokio::spawn(async move { get(addr, "/slow").await });
     crate::support::eventually(
@@ -138,6 +155,7 @@ clusters:
         sent_at.elapsed()
     );
     assert!(idle.is_closed() || sent_at.elapsed() < Duration::from_secs(5));
+    assert!(parked.is_closed() || sent_at.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
