@@ -427,6 +427,16 @@ impl Connection {
         });
         match protocol {
             Protocol::Http2 => {
+                // hyper spawns a task per HTTP/2 stream and moves the request future into it;
+                // boxed, that move copies a pointer instead of ~1.5 KiB (callgrind, h2c:
+                // 62,363 -> 60,158 instructions per request; HTTP/1.1 keeps the future inline,
+                // where boxing costs more than it saves).
+                drop(svc);
+                let down = self.down.clone();
+                let svc = service_fn(move |req| {
+                    let down = down.clone();
+                    async move { Ok::<_, Infallible>(Box::pin(http_proxy::handle(req, &down)).await) }
+                });
                 let mut conn =
                     Box::pin(self.builders.h2.serve_connection(TokioIo::new(stream), svc));
                 Box::pin(self.drive(conn.as_mut(), |c| c.graceful_shutdown(), false)).await;
