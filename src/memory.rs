@@ -36,11 +36,14 @@ pub fn spawn_trimmer() {
                     peak = (peak.0.max(now.0), peak.1.max(now.1));
                     let burst_over = peak.0 - now.0 >= RELEASED_CONNECTIONS
                         || peak.1 - now.1 >= RELEASED_CONNECTIONS;
+                    // The heap walk only when the cheap test has not already decided: right
+                    // after a burst is when it is slowest.
                     // SAFETY: mallinfo2 and malloc_trim only read and adjust glibc's own heap
                     // bookkeeping; both are thread-safe.
-                    let slow = tick % SLOW_EVERY == 0
-                        && unsafe { libc::mallinfo2() }.fordblks > FREE_THRESHOLD;
-                    if burst_over || slow {
+                    let trim = burst_over
+                        || (tick % SLOW_EVERY == 0
+                            && unsafe { libc::mallinfo2() }.fordblks > FREE_THRESHOLD);
+                    if trim {
                         unsafe { libc::malloc_trim(0) };
                         peak = now;
                     }

@@ -165,7 +165,7 @@ pub struct LimitsConfig {
     /// HTTP/2: streams the proxy may reset for protocol errors before it closes the connection
     /// (the other half of rapid-reset and CONTINUATION-flood protection).
     pub http2_max_local_error_reset_streams: usize,
-    /// HTTP/1.1: a keep-alive connection idle this long gives its buffers back (~24 KiB) and
+    /// HTTP/1.1: a keep-alive connection idle this long gives hyper's buffers back (~16 KiB) and
     /// waits on the socket alone until the client speaks again; `0s` keeps them.
     pub park_idle_after: ConfigDuration,
 }

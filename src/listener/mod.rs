@@ -126,10 +126,7 @@ impl Listener {
     ) {
         let limits = &self.config.limits;
         let permits = Arc::new(Semaphore::new(limits.max_connections));
-        let builders = Arc::new(http_builders(&self.config));
         let idle_timeout = limits.idle_timeout.get();
-        let park_after = Some(limits.park_idle_after.get()).filter(|d| !d.is_zero());
-        let max_head = limits.max_request_headers_kb * 1024;
         let active = runtime
             .metrics
             .downstream_connections_active
@@ -147,16 +144,23 @@ impl Listener {
             .metrics
             .load_shed
             .with_label_values(&[&self.name, "max_connections"]);
-        let timeouts = Arc::new(["idle", "header_read"].map(|k| {
-            runtime
+        let http = Arc::new(HttpSettings {
+            builders: http_builders(&self.config),
+            idle_timeout,
+            park_after: Some(limits.park_idle_after.get()).filter(|d| !d.is_zero()),
+            max_head: limits.max_request_headers_kb * 1024,
+            close: close_connections.clone(),
+            timeouts: ["idle", "header_read"].map(|k| {
+                runtime
+                    .metrics
+                    .downstream_timeouts
+                    .with_label_values(&[&self.name, k])
+            }),
+            parked: runtime
                 .metrics
-                .downstream_timeouts
-                .with_label_values(&[&self.name, k])
-        }));
-        let parked = runtime
-            .metrics
-            .downstream_connections_parked
-            .with_label_values(&[&self.name]);
+                .downstream_connections_parked
+                .with_label_values(&[&self.name]),
+        });
         let tcp = (self.config.protocol == ListenerProtocol::Tcp).then(|| {
             Arc::new(crate::tcp_proxy::TcpSettings {
                 listener: self.name.clone(),
@@ -228,13 +232,7 @@ impl Listener {
                     client_cert: None,
                     tls_version: None,
                 }),
-                builders: builders.clone(),
-                idle_timeout,
-                park_after,
-                max_head,
-                close: close_connections.clone(),
-                timeouts: timeouts.clone(),
-                parked: parked.clone(),
+                http: http.clone(),
             };
             let active = active.clone();
             runtime.shutdown.track(async move {
@@ -325,7 +323,7 @@ enum Protocol {
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 fn protocol_of(first: &[u8]) -> Protocol {
-    if first.len() >= H2_PREFACE.len() && first.starts_with(H2_PREFACE) {
+    if first.starts_with(H2_PREFACE) {
         Protocol::Http2
     } else if H2_PREFACE.starts_with(first) {
         Protocol::Sniff
@@ -337,7 +335,7 @@ fn protocol_of(first: &[u8]) -> Protocol {
 /// A client stream a parked HTTP/1.1 connection can wait on without hyper: readiness of the
 /// socket underneath. (For TLS this is sound because a parked connection's last read returned
 /// `Pending`, so rustls holds no plaintext the socket would not announce.)
-pub(crate) trait Parkable {
+trait Parkable {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
 }
 
@@ -360,9 +358,9 @@ enum Ended {
     Parked,
 }
 
-struct Connection {
-    down: Arc<Downstream>,
-    builders: Arc<Builders>,
+/// What every HTTP connection of a listener shares, built once per listener.
+struct HttpSettings {
+    builders: Builders,
     idle_timeout: Duration,
     /// An idle HTTP/1.1 connection is parked after this long (`None`: never).
     park_after: Option<Duration>,
@@ -370,8 +368,13 @@ struct Connection {
     /// Cancelled when a reload removes the listener: close like a drain.
     close: CancellationToken,
     /// idle, header_read.
-    timeouts: Arc<[prometheus::IntCounter; 2]>,
+    timeouts: [prometheus::IntCounter; 2],
     parked: prometheus::IntGauge,
+}
+
+struct Connection {
+    down: Arc<Downstream>,
+    http: Arc<HttpSettings>,
 }
 
 impl Connection {
@@ -419,51 +422,54 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static,
     {
+        let http = &self.http;
         let tracker = self.down.conn.clone();
         let down = self.down.clone();
-        let svc = service_fn(move |req| {
-            let down = down.clone();
-            async move { Ok::<_, Infallible>(http_proxy::handle(req, &down).await) }
-        });
+        let service = move || {
+            service_fn(move |req| {
+                let down = down.clone();
+                async move { Ok::<_, Infallible>(http_proxy::handle(req, &down).await) }
+            })
+        };
+        let guarded = |stream| {
+            TokioIo::new(framing::FramingGuard::new(
+                stream,
+                tracker.clone(),
+                http.max_head,
+            ))
+        };
         match protocol {
             Protocol::Http2 => {
                 // hyper spawns a task per HTTP/2 stream and moves the request future into it;
                 // boxed, that move copies a pointer instead of ~1.5 KiB (callgrind, h2c:
                 // 62,363 -> 60,158 instructions per request; HTTP/1.1 keeps the future inline,
                 // where boxing costs more than it saves).
-                drop(svc);
                 let down = self.down.clone();
                 let svc = service_fn(move |req| {
                     let down = down.clone();
                     async move { Ok::<_, Infallible>(Box::pin(http_proxy::handle(req, &down)).await) }
                 });
                 let mut conn =
-                    Box::pin(self.builders.h2.serve_connection(TokioIo::new(stream), svc));
+                    Box::pin(http.builders.h2.serve_connection(TokioIo::new(stream), svc));
                 Box::pin(self.drive(conn.as_mut(), |c| c.graceful_shutdown(), false)).await;
             }
             Protocol::Sniff => {
-                let io = TokioIo::new(framing::FramingGuard::new(
-                    stream,
-                    tracker.clone(),
-                    self.max_head,
-                ));
-                let mut conn = Box::pin(self.builders.auto.serve_connection_with_upgrades(io, svc));
+                let conn = http
+                    .builders
+                    .auto
+                    .serve_connection_with_upgrades(guarded(stream), service());
+                let mut conn = Box::pin(conn);
                 Box::pin(self.drive(conn.as_mut(), |c| c.graceful_shutdown(), false)).await;
             }
             Protocol::Http1 => {
-                let mut io = TokioIo::new(framing::FramingGuard::new(
-                    stream,
-                    tracker.clone(),
-                    self.max_head,
-                ));
-                let mut svc = svc;
+                let (mut io, mut svc) = (guarded(stream), service());
                 loop {
                     // Boxed (with `drive`), and in a block so that the box is freed before the
                     // park: a parked connection's task holds only the socket.
                     let parts = {
                         let mut conn =
-                            Box::new(self.builders.h1.serve_connection(io, svc).with_upgrades());
-                        let parkable = self.park_after.is_some();
+                            Box::new(http.builders.h1.serve_connection(io, svc).with_upgrades());
+                        let parkable = http.park_after.is_some();
                         let ended = Box::pin(self.drive(
                             Pin::new(&mut *conn),
                             |c| c.graceful_shutdown(),
@@ -490,12 +496,12 @@ impl Connection {
                     (io, svc) = (parts.io, parts.service);
                     let readable =
                         std::future::poll_fn(|cx| io.inner().get_ref().poll_read_ready(cx));
-                    self.parked.inc();
+                    http.parked.inc();
                     let woke = tokio::select! {
                         r = readable => r.is_ok(),
                         _ = self.wait_idle_or_close() => false,
                     };
-                    self.parked.dec();
+                    http.parked.dec();
                     if !woke {
                         let _ = tokio::time::timeout(
                             Duration::from_secs(1),
@@ -512,20 +518,20 @@ impl Connection {
     /// Waits, for a connection hyper is not serving, until it idles out, the process drains or
     /// the listener is removed (the caller selects this against the socket).
     async fn wait_idle_or_close(&self) {
-        let drain = self.down.runtime.shutdown.drain_token();
+        let (http, drain) = (&self.http, self.down.runtime.shutdown.drain_token());
         loop {
             let remaining = match self.down.conn.idle_for() {
-                _ if self.idle_timeout.is_zero() => Duration::MAX,
-                Some(idle) => self.idle_timeout.saturating_sub(idle),
-                None => self.idle_timeout,
+                _ if http.idle_timeout.is_zero() => Duration::MAX,
+                Some(idle) => http.idle_timeout.saturating_sub(idle),
+                None => http.idle_timeout,
             };
             if remaining.is_zero() {
-                self.timeouts[0].inc();
+                http.timeouts[0].inc();
                 return;
             }
             tokio::select! {
                 _ = drain.cancelled() => return,
-                _ = self.close.cancelled() => return,
+                _ = http.close.cancelled() => return,
                 _ = tokio::time::sleep(remaining) => {}
             }
         }
@@ -544,6 +550,7 @@ impl Connection {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let _holds = Counted::new(&HOLDING_BUFFERS);
+        let http = &self.http;
         let tracker = &self.down.conn;
         let drain = self.down.runtime.shutdown.drain_token();
         let drain_timeout = self
@@ -555,11 +562,11 @@ impl Connection {
             .server
             .drain_timeout
             .get();
-        let park_after = self.park_after.filter(|_| parkable);
+        let park_after = http.park_after.filter(|_| parkable);
         let mut closing = false;
         let first_check = match park_after {
-            Some(p) if self.idle_timeout.is_zero() || p < self.idle_timeout => p,
-            _ => self.idle_timeout,
+            Some(p) if http.idle_timeout.is_zero() || p < http.idle_timeout => p,
+            _ => http.idle_timeout,
         };
         let idle_check = tokio::time::sleep(first_check);
         tokio::pin!(idle_check);
@@ -572,7 +579,7 @@ impl Connection {
                     if let Err(e) = res {
                         let e: Box<dyn std::error::Error + Send + Sync> = e.into();
                         if e.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_timeout()) {
-                            self.timeouts[1].inc();
+                            http.timeouts[1].inc();
                         }
                         tracing::debug!(error = %e, "downstream connection ended with an error");
                         return Ended::Closed;
@@ -586,12 +593,10 @@ impl Connection {
                 // Draining: HTTP/1.1 closes once idle (or after the in-flight response, with
                 // `Connection: close`); HTTP/2 sends GOAWAY and finishes open streams.
                 _ = drain.cancelled(), if !closing => {
-                    tracker.parking.store(false, Ordering::Relaxed);
                     shutdown(conn.as_mut());
                     closing = true;
                 }
-                _ = self.close.cancelled(), if !closing => {
-                    tracker.parking.store(false, Ordering::Relaxed);
+                _ = http.close.cancelled(), if !closing => {
                     shutdown(conn.as_mut());
                     closing = true;
                     cutoff.as_mut().reset(Instant::now() + drain_timeout);
@@ -602,16 +607,18 @@ impl Connection {
                 }
                 _ = &mut idle_check, if !closing && !first_check.is_zero() => {
                     let idle = tracker.idle_for();
-                    let timeout = (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
+                    let timeout = (!http.idle_timeout.is_zero()).then_some(http.idle_timeout);
                     match idle {
                         Some(idle) if timeout.is_some_and(|t| idle >= t) => {
-                            self.timeouts[0].inc();
+                            http.timeouts[0].inc();
                             shutdown(conn.as_mut());
                             closing = true;
                         }
                         Some(idle) if park_after.is_some_and(|p| idle >= p) && tracker.parkable() => {
                             // hyper closes an idle connection at once; the framing guard keeps
-                            // the socket open through the shutdown hyper then asks for.
+                            // the socket open through the shutdown hyper then asks for. (A drain
+                            // or removal arriving meanwhile finds the parked connection and
+                            // closes it there.)
                             tracker.parking.store(true, Ordering::Relaxed);
                             shutdown(conn.as_mut());
                             closing = true;

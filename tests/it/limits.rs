@@ -138,25 +138,14 @@ async fn read_until(
     String::from_utf8_lossy(&out).into_owned()
 }
 
+const PARKED: &str = r#"outrigger_downstream_connections_parked{listener="ingress"}"#;
+
 #[tokio::test]
 async fn idle_keepalive_connections_are_parked_and_served_again() {
     use tokio::io::AsyncWriteExt;
     let up = Upstream::start("web", Behavior::Digest).await;
     let proxy = Proxy::start(&config(&up, "{ park_idle_after: 100ms, idle_timeout: 2s }")).await;
-    let parked = |n: f64| {
-        let proxy = &proxy;
-        async move {
-            crate::support::eventually(Duration::from_secs(3), "connections parked", || async {
-                let m = proxy.metrics().await;
-                let v = crate::support::metric(
-                    &m,
-                    r#"outrigger_downstream_connections_parked{listener="ingress"}"#,
-                );
-                (v == Some(n)).then_some(())
-            })
-            .await
-        }
-    };
+    let parked = |n: f64| proxy.await_metric(PARKED, n);
     // A hyper client: parked between requests three times, and each time served again on the
     // same connection, a 100 KiB upload byte exact.
     let mut c = H1::connect(proxy.addr()).await;

@@ -111,14 +111,11 @@ clusters:
     let idle = H1::connect(bin.listener).await;
     let mut parked = H1::connect(bin.listener).await;
     assert_eq!(parked.get("/").await.text(), "fast");
-    crate::support::eventually(Duration::from_secs(3), "connection parked", || async move {
-        let m = get(admin, "/metrics").await.text();
-        let n = crate::support::metric(
-            &m,
-            r#"outrigger_downstream_connections_parked{listener="ingress"}"#,
-        );
-        (n == Some(1.0)).then_some(())
-    })
+    crate::support::await_metric(
+        admin,
+        r#"outrigger_downstream_connections_parked{listener="ingress"}"#,
+        1.0,
+    )
     .await;
     let addr = bin.listener;
     let in_flight = tokio::spawn(async move { get(addr, "/slow").await });

@@ -502,15 +502,12 @@ async fn an_idle_tls_keepalive_connection_is_parked_and_served_again() {
         assert_eq!(resp.status(), 200, "round {round}");
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"up");
-        crate::support::eventually(Duration::from_secs(3), "TLS connection parked", || async {
-            let m = proxy.metrics().await;
-            let v = crate::support::metric(
-                &m,
+        proxy
+            .await_metric(
                 r#"outrigger_downstream_connections_parked{listener="ingress"}"#,
-            );
-            (v == Some(1.0)).then_some(())
-        })
-        .await;
+                1.0,
+            )
+            .await;
     }
     let m = proxy.metrics().await;
     assert_eq!(

@@ -80,6 +80,20 @@ impl Proxy {
         assert_eq!(r.status, 200);
         r.text()
     }
+
+    /// Polls the proxy's metrics until `series` reads `want` (see [`await_metric`]).
+    pub async fn await_metric(&self, series: &str, want: f64) {
+        await_metric(self.admin(), series, want).await
+    }
+}
+
+/// Polls `GET /metrics` on `admin` until `series` reads `want`, or panics after 5 s.
+pub async fn await_metric(admin: SocketAddr, series: &str, want: f64) {
+    eventually(Duration::from_secs(5), series, || async move {
+        let m = get(admin, "/metrics").await.text();
+        (metric(&m, series) == Some(want)).then_some(())
+    })
+    .await
 }
 
 /// The common test config: admin and one listener `ingress` on ephemeral ports, every path
