@@ -464,7 +464,9 @@ impl Cluster {
             self.tls_for(
                 endpoint,
                 match protocol {
-                    pool::Protocol::Http1 => crate::tls::client::Alpn::Http1,
+                    pool::Protocol::Http1 | pool::Protocol::Upgrade => {
+                        crate::tls::client::Alpn::Http1
+                    }
                     _ => crate::tls::client::Alpn::Cluster,
                 },
             ),

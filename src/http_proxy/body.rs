@@ -81,8 +81,16 @@ pub struct Lease {
 impl Lease {
     fn release(&mut self) {
         // An HTTP/1.1 connection goes back to the idle stack; an HTTP/2 stream just ends.
-        if let Some(Sender::H1(sender)) = self.sender.take() {
-            self.in_flight.endpoint().pool.put(sender);
+        if let Some(Sender::H1(conn)) = self.sender.take() {
+            self.in_flight.endpoint().pool.put(conn);
+        }
+    }
+
+    /// The HTTP/1.1 connection the response body comes through, if it is still open.
+    fn h1(&mut self) -> Option<&mut crate::cluster::pool::H1Conn> {
+        match &mut self.sender {
+            Some(Sender::H1(conn)) => Some(conn),
+            _ => None,
         }
     }
 }
@@ -171,6 +179,27 @@ impl Drop for PendingLog {
     }
 }
 
+/// The next frame of a response body that only `conn` feeds, which this task drives itself:
+/// what hyper already read comes first; only if there is none is the connection driven (with
+/// the real waker, for the socket). The body itself is polled without a waker, and with the
+/// connection's own wake-ups hushed: either would only schedule this task again for what its
+/// next poll does first anyway (see `pool::Relay`).
+fn poll_h1_body(
+    conn: &mut crate::cluster::pool::H1Conn,
+    body: &mut Incoming,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    let mut quiet = crate::cluster::pool::quiet();
+    if let Poll::Ready(r) = conn.hush(|| Pin::new(&mut *body).poll_frame(&mut quiet)) {
+        return Poll::Ready(r);
+    }
+    if !conn.drive(cx) {
+        // The connection has ended; the body says how (an error, or its end).
+        return Pin::new(body).poll_frame(cx);
+    }
+    conn.hush(|| Pin::new(body).poll_frame(&mut quiet))
+}
+
 enum Kind {
     Upstream(Incoming),
     Full(Option<Bytes>),
@@ -250,7 +279,10 @@ impl Body for ResponseBody {
                 Poll::Ready(frame.map(|d| Ok(Frame::data(d))))
             }
             Kind::Upstream(b) => {
-                let res = std::task::ready!(Pin::new(b).poll_frame(cx));
+                let res = match this.lease.as_mut().and_then(Lease::h1) {
+                    Some(conn) => std::task::ready!(poll_h1_body(conn, b, cx)),
+                    None => std::task::ready!(Pin::new(b).poll_frame(cx)),
+                };
                 if let (Some(Ok(f)), Some(log)) = (&res, &mut this.log) {
                     if let Some(d) = f.data_ref() {
                         log.entry.bytes_sent += d.len() as u64;

@@ -594,18 +594,19 @@ async fn attempt(
 /// least busy shared connection (opening one when needed, one opener at a time). HTTP/1.1 uses
 /// a pooled connection if one is live, else a new one; a pooled connection that turns out
 /// closed before the request was written hands the request back, and it goes out on the next
-/// connection instead. Upgrades (WebSocket) always speak HTTP/1.1.
+/// connection instead. Upgrades (WebSocket) always speak HTTP/1.1, on a connection of their
+/// own that the tunnel takes over.
 async fn exchange(
     cluster: &Cluster,
     endpoint: &Endpoint,
     mut req: Request<RequestBody>,
     upgrade: bool,
 ) -> Result<(Response<Incoming>, Sender), ProxyError> {
-    let protocol = if upgrade {
-        pool::Protocol::Http1
-    } else {
-        cluster.protocol()
-    };
+    if upgrade {
+        let connected = Box::pin(cluster.connect(endpoint, pool::Protocol::Upgrade)).await?;
+        return send_connected(cluster, endpoint, connected, req).await;
+    }
+    let protocol = cluster.protocol();
     if protocol != pool::Protocol::Http1 {
         let (streams, conns) = (
             cluster.config.pool.http2_max_streams_per_connection,
@@ -638,12 +639,9 @@ async fn exchange(
             return send_connected(cluster, endpoint, connected?, req).await;
         }
     }
-    while let Some(mut sender) = endpoint.pool.take() {
-        if sender.ready().await.is_err() {
-            continue;
-        }
-        match sender.try_send_request(req).await {
-            Ok(resp) => return Ok((resp, Sender::H1(sender))),
+    while let Some(mut conn) = endpoint.pool.take() {
+        match conn.send(req).await {
+            Ok(resp) => return Ok((resp, Sender::H1(conn))),
             Err(mut e) => match e.take_message() {
                 Some(r) => req = r,
                 None => return Err(ProxyError::from_upstream(e.into_error())),
@@ -663,12 +661,19 @@ async fn send_connected(
     req: Request<RequestBody>,
 ) -> Result<(Response<Incoming>, Sender), ProxyError> {
     match connected {
-        pool::Connected::H1(mut sender) => {
+        pool::Connected::H1(mut conn) => {
+            let resp = conn
+                .send(req)
+                .await
+                .map_err(|e| ProxyError::from_upstream(e.into_error()))?;
+            Ok((resp, Sender::H1(conn)))
+        }
+        pool::Connected::Upgradable(mut sender) => {
             let resp = sender
                 .send_request(req)
                 .await
                 .map_err(ProxyError::from_upstream)?;
-            Ok((resp, Sender::H1(sender)))
+            Ok((resp, Sender::Upgradable(sender)))
         }
         pool::Connected::H2(sender) => {
             let stream = endpoint.pool.h2_add(sender);

@@ -14,6 +14,7 @@ mod health;
 mod lifecycle;
 mod limits;
 mod policies;
+mod pool;
 mod protocols;
 mod reload;
 mod resilience;
