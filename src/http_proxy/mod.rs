@@ -161,7 +161,7 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
             target.count(status);
             break 'answer (
                 result,
-                Some(cluster.name.clone()),
+                log.is_some().then(|| cluster.name.clone()),
                 Some(route.index),
                 1,
                 false,
@@ -192,6 +192,12 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
         let attempts = AtomicU32::new(1);
+        let marks = Marks {
+            name_upstream: route.add_upstream_header,
+            // Only the access log and gRPC status counting read it; the extension costs three
+            // allocations per request.
+            info: log.is_some() || grpc,
+        };
         let upstream_body = match &received {
             Some(n) => RequestBody::Counted(body, n.clone()),
             None => RequestBody::Incoming(body),
@@ -210,24 +216,16 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
                         parts,
                         upstream_body,
                         hash,
-                        route.add_upstream_header,
+                        marks,
                         &attempts,
                     ))
                     .await
                 }
                 _ => {
                     let req = Request::from_parts(parts, upstream_body);
-                    attempt(
-                        cluster,
-                        req,
-                        hash,
-                        None,
-                        route.add_upstream_header,
-                        None,
-                        upgrade.is_some(),
-                    )
-                    .await
-                    .result
+                    attempt(cluster, req, hash, None, marks, None, upgrade.is_some())
+                        .await
+                        .result
                 }
             }
         });
@@ -255,7 +253,7 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
             .observe(start.elapsed().as_secs_f64());
         break 'answer (
             result,
-            Some(cluster.name.clone()),
+            log.is_some().then(|| cluster.name.clone()),
             Some(route.index),
             attempts,
             route.retry.is_some(),
@@ -343,6 +341,15 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
     }
 }
 
+/// What an upstream response carries besides itself.
+#[derive(Clone, Copy)]
+struct Marks {
+    /// `x-outrigger-upstream` names the endpoint.
+    name_upstream: bool,
+    /// `UpstreamInfo` in the response extensions.
+    info: bool,
+}
+
 /// What the access log learns from the upstream exchange, carried in response extensions.
 #[derive(Clone)]
 struct UpstreamInfo {
@@ -421,7 +428,7 @@ async fn with_retries(
     parts: http::request::Parts,
     body: RequestBody,
     hash: Option<u64>,
-    name_upstream: bool,
+    marks: Marks,
     attempts: &AtomicU32,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let replayable = body.is_end_stream()
@@ -437,7 +444,7 @@ async fn with_retries(
             req,
             hash,
             None,
-            name_upstream,
+            marks,
             policy.per_try_timeout,
             false,
         )
@@ -465,7 +472,7 @@ async fn with_retries(
             req,
             hash,
             avoid.as_deref(),
-            name_upstream,
+            marks,
             policy.per_try_timeout,
             false,
         )
@@ -500,7 +507,7 @@ async fn attempt(
     req: Request<RequestBody>,
     hash: Option<u64>,
     avoid: Option<&Endpoint>,
-    name_upstream: bool,
+    marks: Marks,
     per_try_timeout: Option<Duration>,
     upgrade: bool,
 ) -> Attempt {
@@ -550,11 +557,13 @@ async fn attempt(
             cluster.record(&endpoint, status >= 500, Some(latency));
             let (mut parts, body) = resp.into_parts();
             forward::prepare_response(&mut parts);
-            parts.extensions.insert(UpstreamInfo {
-                endpoint: endpoint.label.clone(),
-                duration: latency,
-            });
-            if name_upstream {
+            if marks.info {
+                parts.extensions.insert(UpstreamInfo {
+                    endpoint: endpoint.label.clone(),
+                    duration: latency,
+                });
+            }
+            if marks.name_upstream {
                 if let Ok(v) = HeaderValue::from_str(&endpoint.label) {
                     parts
                         .headers

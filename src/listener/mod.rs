@@ -574,11 +574,33 @@ impl Connection {
         let cutoff = tokio::time::sleep(Duration::MAX);
         tokio::pin!(cutoff);
         loop {
-            tokio::select! {
-                res = conn.as_mut() => {
+            // The connection is polled on every wake-up; the timers and tokens only when one
+            // of them woke the task (see `Gated`): polling all four on each wake-up cost ~350
+            // instructions per HTTP/1.1 request (callgrind).
+            let event = {
+                let side = Gated::new(async {
+                    tokio::select! {
+                        biased;
+                        _ = drain.cancelled(), if !closing => Side::Drain,
+                        _ = http.close.cancelled(), if !closing => Side::Removed,
+                        _ = &mut cutoff, if closing => Side::Cutoff,
+                        _ = &mut idle_check, if !closing && !first_check.is_zero() => Side::IdleCheck,
+                    }
+                });
+                tokio::pin!(side);
+                tokio::select! {
+                    biased;
+                    res = conn.as_mut() => Ok(res),
+                    side = side => Err(side),
+                }
+            };
+            match event {
+                Ok(res) => {
                     if let Err(e) = res {
                         let e: Box<dyn std::error::Error + Send + Sync> = e.into();
-                        if e.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_timeout()) {
+                        if e.downcast_ref::<hyper::Error>()
+                            .is_some_and(|h| h.is_timeout())
+                        {
                             http.timeouts[1].inc();
                         }
                         tracing::debug!(error = %e, "downstream connection ended with an error");
@@ -592,20 +614,20 @@ impl Connection {
                 }
                 // Draining: HTTP/1.1 closes once idle (or after the in-flight response, with
                 // `Connection: close`); HTTP/2 sends GOAWAY and finishes open streams.
-                _ = drain.cancelled(), if !closing => {
+                Err(Side::Drain) => {
                     shutdown(conn.as_mut());
                     closing = true;
                 }
-                _ = http.close.cancelled(), if !closing => {
+                Err(Side::Removed) => {
                     shutdown(conn.as_mut());
                     closing = true;
                     cutoff.as_mut().reset(Instant::now() + drain_timeout);
                 }
-                _ = &mut cutoff, if closing => {
+                Err(Side::Cutoff) => {
                     tracing::debug!("closing a removed listener's connection at the drain timeout");
                     return Ended::Closed;
                 }
-                _ = &mut idle_check, if !closing && !first_check.is_zero() => {
+                Err(Side::IdleCheck) => {
                     let idle = tracker.idle_for();
                     let timeout = (!http.idle_timeout.is_zero()).then_some(http.idle_timeout);
                     match idle {
@@ -614,7 +636,9 @@ impl Connection {
                             shutdown(conn.as_mut());
                             closing = true;
                         }
-                        Some(idle) if park_after.is_some_and(|p| idle >= p) && tracker.parkable() => {
+                        Some(idle)
+                            if park_after.is_some_and(|p| idle >= p) && tracker.parkable() =>
+                        {
                             // hyper closes an idle connection at once; the framing guard keeps
                             // the socket open through the shutdown hyper then asks for. (A drain
                             // or removal arriving meanwhile finds the parked connection and
@@ -628,7 +652,11 @@ impl Connection {
                             let mut next = timeout.map_or(Duration::MAX, |t| t - idle);
                             if let Some(p) = park_after {
                                 // Not parkable yet (a response still being written): look again.
-                                next = next.min(p.saturating_sub(idle).max(p / 4).max(Duration::from_millis(10)));
+                                next = next.min(
+                                    p.saturating_sub(idle)
+                                        .max(p / 4)
+                                        .max(Duration::from_millis(10)),
+                                );
                             }
                             let at = Instant::now().checked_add(next);
                             idle_check.as_mut().reset(at.unwrap_or_else(far_future));
@@ -637,6 +665,77 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// What ends a connection's wait besides the connection itself.
+enum Side {
+    Drain,
+    Removed,
+    Cutoff,
+    IdleCheck,
+}
+
+/// A future polled only after it woke its task (and once at first): for futures that sit
+/// beside a busy one in a `select!`, which would otherwise poll them on each of its wake-ups.
+struct Gated<F> {
+    /// Boxed (once per side event, which is rare) so that `Gated` is `Unpin`.
+    fut: Pin<Box<F>>,
+    flag: Arc<Flag>,
+    waker: std::task::Waker,
+}
+
+struct Flag {
+    woken: AtomicBool,
+    task: std::sync::Mutex<std::task::Waker>,
+}
+
+impl std::task::Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .wake_by_ref();
+    }
+}
+
+impl<F> Gated<F> {
+    fn new(fut: F) -> Gated<F> {
+        let flag = Arc::new(Flag {
+            woken: AtomicBool::new(true),
+            task: std::sync::Mutex::new(std::task::Waker::noop().clone()),
+        });
+        Gated {
+            fut: Box::pin(fut),
+            waker: std::task::Waker::from(flag.clone()),
+            flag,
+        }
+    }
+}
+
+impl<F: Future> Future for Gated<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        {
+            let mut task = this.flag.task.lock().unwrap_or_else(|p| p.into_inner());
+            if !task.will_wake(cx.waker()) {
+                task.clone_from(cx.waker());
+            }
+        }
+        // The waker is stored before the flag is read, so a wake-up in between is not lost.
+        if !this.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        this.fut
+            .as_mut()
+            .poll(&mut Context::from_waker(&this.waker))
     }
 }
 
