@@ -19,10 +19,11 @@ fn bench(c: &mut Criterion) {
         hot::allocations_per_request(&t, 10_000)
     );
     let peer: std::net::IpAddr = "192.0.2.10".parse().expect("ip");
+    let forwarded_for = outrigger::http_proxy::forward::forwarded_for_value(peer);
     c.bench_function("hot_path/route+pick+rewrite", |b| {
         b.iter_batched_ref(
             hot::request,
-            |parts| black_box(hot::hot_path(&t, parts, peer)),
+            |parts| black_box(hot::hot_path(&t, parts, forwarded_for.as_ref())),
             criterion::BatchSize::SmallInput,
         )
     });

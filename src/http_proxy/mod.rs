@@ -39,6 +39,8 @@ pub struct Downstream {
     pub client_cert: Option<Arc<str>>,
     /// The negotiated TLS version, for the access log.
     pub tls_version: Option<&'static str>,
+    /// `peer`'s address as an `x-forwarded-for` value (`forward::forwarded_for_value`).
+    pub forwarded_for: Option<HeaderValue>,
 }
 
 /// Serves one request. The snapshot loaded here is held until the response head is built; the
@@ -177,7 +179,7 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
         forward::prepare_request(
             &mut parts,
             route,
-            down.peer.ip(),
+            down.forwarded_for.as_ref(),
             down.scheme,
             down.client_cert.as_deref(),
         );

@@ -231,6 +231,7 @@ impl Listener {
                     conn: Arc::new(ConnTracker::new()),
                     client_cert: None,
                     tls_version: None,
+                    forwarded_for: http_proxy::forward::forwarded_for_value(peer.ip()),
                 }),
                 http: http.clone(),
             };

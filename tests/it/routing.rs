@@ -100,6 +100,23 @@ async fn host_path_header_and_method_routes_choose_the_right_cluster() {
     assert_eq!(r.header("x-echo-x-forwarded-proto"), Some("http"));
     assert_eq!(r.header("x-echo-x-request-id"), Some("keep-me"));
     assert_eq!(r.header("x-echo-host"), Some("api.example.com"));
+    // A list from a proxy in front gets the client's address appended; the same connection's
+    // next request without one gets the address alone again (the value is made once per
+    // connection and shared).
+    let r = send(
+        &mut cl,
+        "GET",
+        "api.example.com",
+        "/v1/users",
+        &[("x-forwarded-for", "203.0.113.7")],
+    )
+    .await;
+    assert_eq!(
+        r.header("x-echo-x-forwarded-for"),
+        Some("203.0.113.7, 127.0.0.1")
+    );
+    let r = send(&mut cl, "GET", "api.example.com", "/v1/users", &[]).await;
+    assert_eq!(r.header("x-echo-x-forwarded-for"), Some("127.0.0.1"));
     let r = send(
         &mut cl,
         "GET",
