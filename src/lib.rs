@@ -41,6 +41,7 @@ pub mod shutdown;
 pub mod snapshot;
 pub mod tcp_proxy;
 pub mod tls;
+pub mod wake;
 pub mod watch;
 
 use config::LoadedConfig;

@@ -189,7 +189,7 @@ fn poll_h1_body(
     body: &mut Incoming,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-    let mut quiet = crate::cluster::pool::quiet();
+    let mut quiet = crate::wake::quiet();
     if let Poll::Ready(r) = conn.hush(|| Pin::new(&mut *body).poll_frame(&mut quiet)) {
         return Poll::Ready(r);
     }

@@ -688,7 +688,7 @@ struct Gated<F> {
 
 struct Flag {
     woken: AtomicBool,
-    task: std::sync::Mutex<std::task::Waker>,
+    task: crate::wake::TaskWaker,
 }
 
 impl std::task::Wake for Flag {
@@ -698,10 +698,7 @@ impl std::task::Wake for Flag {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
-        self.task
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .wake_by_ref();
+        self.task.wake();
     }
 }
 
@@ -709,7 +706,7 @@ impl<F> Gated<F> {
     fn new(fut: F) -> Gated<F> {
         let flag = Arc::new(Flag {
             woken: AtomicBool::new(true),
-            task: std::sync::Mutex::new(std::task::Waker::noop().clone()),
+            task: crate::wake::TaskWaker::new(),
         });
         Gated {
             fut: Box::pin(fut),
@@ -724,12 +721,7 @@ impl<F: Future> Future for Gated<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        {
-            let mut task = this.flag.task.lock().unwrap_or_else(|p| p.into_inner());
-            if !task.will_wake(cx.waker()) {
-                task.clone_from(cx.waker());
-            }
-        }
+        this.flag.task.register(cx.waker());
         // The waker is stored before the flag is read, so a wake-up in between is not lost.
         if !this.flag.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;

@@ -3,13 +3,13 @@
 //! closes an idle connection, and a connection still busy uploading after its response ended.
 //! The upstreams are raw TCP servers, so each case controls exactly when bytes and closes go.
 
-use crate::support::{get, raw_exchange, single_route, Proxy};
+use crate::support::{get, raw_exchange, raw_server, single_route, Proxy};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Reads one request head (up to the blank line); None if the peer closed first.
 async fn read_head(s: &mut TcpStream) -> Option<String> {
@@ -24,46 +24,32 @@ async fn read_head(s: &mut TcpStream) -> Option<String> {
     Some(String::from_utf8_lossy(&head).into_owned())
 }
 
-struct RawUpstream {
-    addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
-    closed: Arc<AtomicUsize>,
-}
-
 /// An upstream that answers each connection's first request with a keep-alive 200 and then
-/// closes the connection, as an upstream whose keep-alive timeout ran out does.
-async fn closes_after_one() -> RawUpstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let connections = Arc::new(AtomicUsize::new(0));
+/// closes the connection, as an upstream whose keep-alive timeout ran out does. Returns its
+/// address and how many connections it accepted and has closed.
+async fn closes_after_one() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let closed = Arc::new(AtomicUsize::new(0));
-    let (c, d) = (connections.clone(), closed.clone());
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            c.fetch_add(1, Ordering::SeqCst);
-            let d = d.clone();
-            tokio::spawn(async move {
-                if read_head(&mut s).await.is_some() {
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await;
-                }
-                drop(s);
-                d.fetch_add(1, Ordering::SeqCst);
-            });
+    let d = closed.clone();
+    let (addr, connections) = raw_server(move |mut s| {
+        let d = d.clone();
+        async move {
+            if read_head(&mut s).await.is_some() {
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            }
+            drop(s);
+            d.fetch_add(1, Ordering::SeqCst);
         }
-    });
-    RawUpstream {
-        addr,
-        connections,
-        closed,
-    }
+    })
+    .await;
+    (addr, connections, closed)
 }
 
 #[tokio::test]
 async fn a_pooled_connection_the_upstream_closed_is_not_used_and_no_request_fails() {
-    let up = closes_after_one().await;
-    let proxy = Proxy::start(&single_route("raw", &[up.addr], "", "")).await;
+    let (addr, connections, closed) = closes_after_one().await;
+    let proxy = Proxy::start(&single_route("raw", &[addr], "", "")).await;
     for i in 1..=20 {
         let reply = get(proxy.addr(), "/").await;
         assert_eq!(reply.status, 200, "request {i}");
@@ -71,7 +57,7 @@ async fn a_pooled_connection_the_upstream_closed_is_not_used_and_no_request_fail
         // The upstream's close has happened before the next request goes out: the pooled
         // connection it leaves behind must be found closed, not used.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while up.closed.load(Ordering::SeqCst) < i {
+        while closed.load(Ordering::SeqCst) < i {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "upstream did not close"
@@ -79,40 +65,29 @@ async fn a_pooled_connection_the_upstream_closed_is_not_used_and_no_request_fail
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    assert_eq!(up.connections.load(Ordering::SeqCst), 20);
+    assert_eq!(connections.load(Ordering::SeqCst), 20);
 }
 
 /// An upstream that answers a POST at once with 413, before reading its body, and then reads
 /// the body slowly forever; GETs get 200 "ok".
 async fn answers_early() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let connections = Arc::new(AtomicUsize::new(0));
-    let c = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            c.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                while let Some(head) = read_head(&mut s).await {
-                    if head.starts_with("POST") {
-                        let _ = s
-                            .write_all(
-                                b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n",
-                            )
-                            .await;
-                        // Keep the connection open, reading whatever comes.
-                        let mut buf = [0u8; 1024];
-                        while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
-                        return;
-                    }
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await;
-                }
-            });
+    raw_server(|mut s| async move {
+        while let Some(head) = read_head(&mut s).await {
+            if head.starts_with("POST") {
+                let _ = s
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+                // Keep the connection open, reading whatever comes.
+                let mut buf = [0u8; 1024];
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                return;
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
         }
-    });
-    (addr, connections)
+    })
+    .await
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! The L4 proxy with real TCP peers: bulk streams, half-close, balancing many connections,
 //! connect retry, idle timeout, PROXY protocol and SNI passthrough.
 
-use crate::support::{eventually, metric, tls, Proxy};
+use crate::support::{eventually, metric, raw_server, tls, Proxy};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,21 +11,12 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// A TCP echo server that counts connections.
 async fn echo() -> (SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let count = Arc::new(AtomicUsize::new(0));
-    let c = count.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            c.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    (addr, count)
+    raw_server(|mut s| async move {
+        let (mut r, mut w) = s.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+        let _ = w.shutdown().await;
+    })
+    .await
 }
 
 fn tcp_yaml(listener_extra: &str, clusters: &str) -> String {
