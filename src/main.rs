@@ -189,13 +189,28 @@ fn validate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(loaded: outrigger::config::LoadedConfig, demo: bool) -> anyhow::Result<ExitCode> {
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    // With 0, tokio picks one worker per core (or TOKIO_WORKER_THREADS when set).
-    if loaded.config.server.worker_threads > 0 {
-        rt.worker_threads(loaded.config.server.worker_threads);
-    }
-    let rt = rt.build().context("cannot start the tokio runtime")?;
+    let workers = match loaded.config.server.worker_threads {
+        0 => std::env::var("TOKIO_WORKER_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+            .unwrap_or(1),
+        n => n,
+    };
+    // One worker (the usual sidecar with one core): a single-threaded scheduler, as
+    // linkerd2-proxy does. It skips the work-stealing scheduler's cross-thread bookkeeping on
+    // every wake-up and park, which is what a lightly loaded proxy spends its time on.
+    let mut rt = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    let rt = rt
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
     memory::spawn_trimmer();
     rt.block_on(async move {
         if demo {
