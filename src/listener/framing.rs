@@ -101,23 +101,37 @@ impl<IO> FramingGuard<IO> {
                     };
                 }
                 State::Head => {
-                    // Empty lines before a request line are allowed (RFC 9112 §2.2).
-                    if self.pending.is_empty() {
-                        let skip = data
-                            .iter()
-                            .take_while(|b| **b == b'\r' || **b == b'\n')
-                            .count();
-                        data = &data[skip..];
-                        if data.is_empty() {
+                    // The common case, a whole head in one read, is parsed where it lies;
+                    // only a head split across reads is gathered in `pending`.
+                    let carried = self.pending.len();
+                    let parsed = if carried == 0 {
+                        parse_head(data)
+                    } else {
+                        self.pending.extend_from_slice(data);
+                        parse_head(&self.pending)
+                    };
+                    match parsed {
+                        Parsed::Complete(end, head) => {
+                            self.pending.clear();
+                            data = &data[end.saturating_sub(carried).min(data.len())..];
+                            self.state = self.on_head(head);
+                        }
+                        Parsed::Partial => {
+                            if carried == 0 {
+                                self.pending.extend_from_slice(data);
+                            }
+                            if self.pending.len() > self.max_head {
+                                self.pending = Vec::new();
+                                self.state = State::Off;
+                            }
+                            return;
+                        }
+                        Parsed::Invalid => {
+                            self.pending = Vec::new();
+                            self.state = State::Off;
                             return;
                         }
                     }
-                    let Some(used) = self.take_until(data, b"\r\n\r\n", self.max_head) else {
-                        return;
-                    };
-                    data = &data[used..];
-                    let head = std::mem::take(&mut self.pending);
-                    self.state = self.on_head(&head);
                 }
                 State::ChunkSize => {
                     let Some(used) = self.take_until(data, b"\r\n", MAX_LINE) else {
@@ -174,56 +188,76 @@ impl<IO> FramingGuard<IO> {
         }
     }
 
-    fn on_head(&mut self, head: &[u8]) -> State {
-        let mut headers = [httparse::EMPTY_HEADER; 128];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(head) {
-            Ok(httparse::Status::Complete(_)) => {}
-            _ => return State::Off,
-        }
+    fn on_head(&mut self, head: Head) -> State {
         self.heads += 1;
-        let mut content_length: Option<u64> = None;
-        let mut chunked = false;
-        let mut has_te = false;
-        let mut has_cl = false;
-        let mut upgrade = req.method == Some("CONNECT");
-        for h in req.headers.iter() {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                has_cl = true;
-                content_length = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok());
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                has_te = true;
-                chunked = h
-                    .value
-                    .rsplit(|b| *b == b',')
-                    .next()
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if h.name.eq_ignore_ascii_case("upgrade") {
-                upgrade = true;
-            }
-        }
-        if has_cl && has_te {
+        if head.content_length.is_some() && head.transfer_encoding.is_some() {
             self.tracker.reject_framing_from(self.heads);
             return State::Off;
         }
-        if upgrade {
+        if head.upgrade {
             return State::Off;
         }
-        if has_te {
-            return if chunked {
-                State::ChunkSize
-            } else {
-                State::Off
-            };
-        }
-        match (has_cl, content_length) {
-            (true, None) => State::Off,
-            (true, Some(0)) | (false, _) => State::Head,
-            (true, Some(n)) => State::Body(n),
+        match (head.transfer_encoding, head.content_length) {
+            (Some(true), _) => State::ChunkSize,
+            (Some(false), _) | (None, Some(None)) => State::Off,
+            (None, Some(Some(0)) | None) => State::Head,
+            (None, Some(Some(n))) => State::Body(n),
         }
     }
+}
+
+/// What framing needs from a request head.
+struct Head {
+    /// Present, and its value if it parses as a number.
+    content_length: Option<Option<u64>>,
+    /// Present, and whether chunked is its final coding.
+    transfer_encoding: Option<bool>,
+    /// An upgrade or CONNECT: what follows is not HTTP/1.1 messages.
+    upgrade: bool,
+}
+
+enum Parsed {
+    /// The head ends after this many bytes (leading empty lines included).
+    Complete(usize, Head),
+    Partial,
+    Invalid,
+}
+
+/// Parses a request head with httparse, as hyper does, so both agree on where it ends.
+fn parse_head(buf: &[u8]) -> Parsed {
+    // Uninitialised slots: a 128-header array of initialised ones is 4 KiB of stores per
+    // request.
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
+    let mut req = httparse::Request::new(&mut []);
+    let end = match req.parse_with_uninit_headers(buf, &mut headers) {
+        Ok(httparse::Status::Complete(end)) => end,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Invalid,
+    };
+    let mut head = Head {
+        content_length: None,
+        transfer_encoding: None,
+        upgrade: req.method == Some("CONNECT"),
+    };
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            head.content_length = Some(
+                std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok()),
+            );
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            head.transfer_encoding = Some(
+                h.value
+                    .rsplit(|b| *b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked")),
+            );
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            head.upgrade = true;
+        }
+    }
+    Parsed::Complete(end, head)
 }
 
 impl<IO> FramingGuard<IO> {
@@ -332,6 +366,19 @@ mod tests {
         let (t, heads) = run(&[head.as_bytes(), body]);
         assert_eq!(heads, 1);
         assert_eq!(t.first_rejected(), None);
+    }
+
+    #[test]
+    fn heads_split_anywhere_are_followed() {
+        let stream: &[u8] = b"\r\nPOST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\
+GET /b HTTP/1.1\r\nHost: x\r\n\r\n\
+GET /c HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for size in [1, 2, 3, 7, 16, stream.len()] {
+            let chunks: Vec<&[u8]> = stream.chunks(size).collect();
+            let (t, heads) = run(&chunks);
+            assert_eq!(heads, 3, "chunks of {size}");
+            assert_eq!(t.first_rejected(), Some(3), "chunks of {size}");
+        }
     }
 
     #[test]
