@@ -2,7 +2,7 @@
 //! route's rewrite and added headers. One pass over the header map each way; nothing is rebuilt.
 
 use crate::route::Route;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use std::net::IpAddr;
 
@@ -21,38 +21,57 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Removes the headers that describe one connection rather than the message (RFC 9110 §7.6.1),
 /// including any named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names (plain comparisons, no hashing) says whether there is anything
-    // to remove; most requests carry no hop-by-hop header, and then that is all the work.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names (plain comparisons, no hashing) finds which are present; most
+    // requests carry none, and most responses only `Connection: keep-alive`. Each present
+    // one then costs one hashed removal, the absent ones nothing.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        if let Ok(list) = conn.to_str() {
-            // Rare enough (clients seldom name extra headers) that the allocation is fine.
-            let named: Vec<HeaderName> = list
-                .split(',')
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-                .collect();
-            for n in named {
-                headers.remove(n);
+    if present & 1 != 0 {
+        // Tokens that are themselves hop-by-hop names or connection options (`close`,
+        // `keep-alive`, `upgrade`) are handled without a lookup; any other names a header to
+        // drop (no allocation unless there is one).
+        let mut named: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            let tokens = value.to_str().ok().into_iter().flat_map(|l| l.split(','));
+            for token in tokens.map(str::trim).filter(|t| !t.is_empty()) {
+                if token.eq_ignore_ascii_case("close")
+                    || HOP_BY_HOP
+                        .iter()
+                        .any(|h| token.eq_ignore_ascii_case(h.as_str()))
+                {
+                    continue;
+                }
+                named.extend(HeaderName::from_bytes(token.as_bytes()).ok());
             }
         }
         headers.remove(header::CONNECTION);
-    }
-    for h in HOP_BY_HOP {
-        if headers.contains_key(h) {
-            // `TE: trailers` is the one TE value that passes: gRPC uses it to say the client
-            // understands trailers (what Envoy does too).
-            if *h == header::TE && headers.get(h).is_some_and(|v| v == "trailers") {
-                continue;
-            }
-            headers.remove(h);
+        for name in named {
+            headers.remove(name);
         }
+    }
+    for (i, h) in HOP_BY_HOP.iter().enumerate().skip(1) {
+        if present & (1 << i) == 0 {
+            continue;
+        }
+        // `TE: trailers` is the one TE value that passes: gRPC uses it to say the client
+        // understands trailers (what Envoy does too).
+        if *h == header::TE && headers.get(*h).is_some_and(|v| v == "trailers") {
+            continue;
+        }
+        headers.remove(*h);
     }
 }
 
-/// The fixed hop-by-hop headers besides `Connection` (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&HeaderName; 6] = [
+/// The hop-by-hop headers (RFC 9110 §7.6.1); `Connection` first, as it is handled first.
+const HOP_BY_HOP: [&HeaderName; 7] = [
+    &header::CONNECTION,
     &KEEP_ALIVE,
     &PROXY_CONNECTION,
     &header::TE,
@@ -60,10 +79,6 @@ const HOP_BY_HOP: [&HeaderName; 6] = [
     &header::TRANSFER_ENCODING,
     &header::UPGRADE,
 ];
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION || HOP_BY_HOP.contains(&name)
-}
 
 /// Rewrites a downstream request head into the upstream one, in place.
 pub fn prepare_request(
@@ -78,18 +93,19 @@ pub fn prepare_request(
     parts.headers.reserve(4 + route.headers_add.len());
     // Only a certificate this proxy verified may speak for the client: an incoming value is
     // dropped so that it cannot be forged (Envoy's "sanitize").
-    if parts.headers.contains_key(&X_FORWARDED_CLIENT_CERT) {
-        parts.headers.remove(&X_FORWARDED_CLIENT_CERT);
-    }
+    parts.headers.remove(&X_FORWARDED_CLIENT_CERT);
     if let Some(v) = client_cert.and_then(|c| HeaderValue::from_str(c).ok()) {
         parts.headers.insert(X_FORWARDED_CLIENT_CERT.clone(), v);
     }
     // HTTP/2 carries the host in :authority; an HTTP/1.1 upstream needs a Host header.
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(auth) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(auth.as_str()) {
-                parts.headers.insert(header::HOST, v);
-            }
+    // (`entry` looks each name up once where contains_key-then-insert hashed it twice.)
+    if let Entry::Vacant(host) = parts.headers.entry(header::HOST) {
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            host.insert(v);
         }
     }
     match route.rewrite_path(parts.uri.path(), parts.uri.query()) {
@@ -110,13 +126,11 @@ pub fn prepare_request(
     if let Some(ours) = forwarded_for {
         append_forwarded_for(&mut parts.headers, ours);
     }
-    if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
-        parts
-            .headers
-            .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+    if let Entry::Vacant(proto) = parts.headers.entry(&X_FORWARDED_PROTO) {
+        proto.insert(HeaderValue::from_static(scheme));
     }
-    if !parts.headers.contains_key(&X_REQUEST_ID) {
-        parts.headers.insert(X_REQUEST_ID.clone(), new_request_id());
+    if let Entry::Vacant(id) = parts.headers.entry(&X_REQUEST_ID) {
+        id.insert(new_request_id());
     }
     for (name, value) in &route.headers_add {
         parts.headers.insert(name.clone(), value.clone());
@@ -147,17 +161,18 @@ pub fn forwarded_for_value(peer: IpAddr) -> Option<HeaderValue> {
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, ours: &HeaderValue) {
-    let value = match headers.get(&X_FORWARDED_FOR) {
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Vacant(v) => {
+            v.insert(ours.clone());
+        }
         // A proxy in front already listed addresses: append ours (rare enough to allocate).
-        Some(prev) => {
-            match HeaderValue::from_bytes(&[prev.as_bytes(), b", ", ours.as_bytes()].concat()) {
-                Ok(v) => v,
-                Err(_) => return,
+        Entry::Occupied(mut prev) => {
+            let joined = [prev.get().as_bytes(), b", ", ours.as_bytes()].concat();
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                prev.insert(v);
             }
         }
-        None => ours.clone(),
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
 }
 
 /// A random UUID v4, formatted without allocation beyond the header value itself.
@@ -225,6 +240,19 @@ mod tests {
             h.get(header::TE).map(|v| v.as_bytes()),
             Some(&b"trailers"[..])
         );
+        // Every Connection line counts, in any case; options name nothing to drop.
+        let mut h = HeaderMap::new();
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, close"),
+        );
+        h.append(header::CONNECTION, HeaderValue::from_static("X-One ,x-two"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-one", HeaderValue::from_static("1"));
+        h.insert("x-two", HeaderValue::from_static("2"));
+        h.insert("x-three", HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-three"]);
     }
 
     #[test]
