@@ -7,13 +7,21 @@
 //! head, and marks the ordinal of the first ambiguous one on the connection's tracker. Whatever
 //! it cannot follow (HTTP/2, upgrades, malformed input hyper will refuse anyway) switches it
 //! off: it never blocks or alters bytes.
+//!
+//! It also enforces `header_read_timeout`, from a head's first byte (as Envoy's
+//! `request_headers_timeout` does). hyper's own timer starts when it begins waiting for the next
+//! request, so it also cut off keep-alive connections idle longer than the header timeout, and
+//! it cost a boxed, registered timer per request; this one exists only while a head is split
+//! across reads.
 
 use super::ConnTracker;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Longest chunk-size line or trailer block followed before giving up (hyper enforces its own
@@ -38,6 +46,11 @@ pub struct FramingGuard<IO> {
     heads: u64,
     tracker: Arc<ConnTracker>,
     started: bool,
+    /// `header_read_timeout` (zero: none) and the counter of connections it cut off.
+    head_limit: Duration,
+    head_timeouts: Option<prometheus::IntCounter>,
+    /// Armed while a request head has begun but not ended.
+    head_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<IO> FramingGuard<IO> {
@@ -50,7 +63,48 @@ impl<IO> FramingGuard<IO> {
             heads: 0,
             tracker,
             started: false,
+            head_limit: Duration::ZERO,
+            head_timeouts: None,
+            head_deadline: None,
         }
+    }
+
+    /// Closes the connection (a read error to hyper) when a request head takes longer than
+    /// `limit` from its first byte; `timeouts` counts those.
+    pub fn with_header_timeout(
+        mut self,
+        limit: Duration,
+        timeouts: prometheus::IntCounter,
+    ) -> Self {
+        self.head_limit = limit;
+        self.head_timeouts = Some(timeouts);
+        self
+    }
+
+    /// Arms the head deadline when a head has begun and not ended, disarms it otherwise.
+    fn track_head(&mut self) {
+        let partial = matches!(self.state, State::Head) && !self.pending.is_empty();
+        if partial && self.head_deadline.is_none() && !self.head_limit.is_zero() {
+            self.head_deadline = Some(Box::pin(tokio::time::sleep(self.head_limit)));
+        } else if !partial && self.head_deadline.is_some() {
+            self.head_deadline = None;
+        }
+    }
+
+    /// Called when the socket has nothing to read: an error once a begun head is overdue.
+    fn poll_head_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(deadline) = self.head_deadline.as_mut() else {
+            return Poll::Pending;
+        };
+        std::task::ready!(deadline.as_mut().poll(cx));
+        self.head_deadline = None;
+        if let Some(c) = &self.head_timeouts {
+            c.inc();
+        }
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request head not complete within header_read_timeout",
+        )))
     }
 
     pub fn get_ref(&self) -> &IO {
@@ -285,12 +339,19 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        std::task::ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Pending => return self.poll_head_deadline(cx),
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+        }
         if !matches!(self.state, State::Off) {
             let new = &buf.filled()[before..];
             // Borrow juggling: `observe` needs `&mut self` while `new` borrows `buf`, not self.
             self.observe(new);
             self.publish_boundary();
+            self.track_head();
+        } else if self.head_deadline.is_some() {
+            self.head_deadline = None;
         }
         Poll::Ready(Ok(()))
     }

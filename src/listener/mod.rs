@@ -149,6 +149,7 @@ impl Listener {
             idle_timeout,
             park_after: Some(limits.park_idle_after.get()).filter(|d| !d.is_zero()),
             max_head: limits.max_request_headers_kb * 1024,
+            header_timeout: limits.header_read_timeout.get(),
             close: close_connections.clone(),
             timeouts: ["idle", "header_read"].map(|k| {
                 runtime
@@ -282,8 +283,10 @@ fn http_builders(cfg: &ListenerConfig) -> Builders {
     // The same settings on hyper's builders and on hyper-util's wrappers of them.
     macro_rules! http1_settings {
         ($b:expr) => {
+            // The framing guard enforces header_read_timeout (see `framing`); hyper's own
+            // (30 s unless set) would also close keep-alive connections idle that long.
             $b.timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout.get())
+                .header_read_timeout(None)
                 // hyper's read buffer bounds the request head: past it, 431.
                 .max_buf_size(header_bytes.max(8192))
                 .keep_alive(true)
@@ -366,6 +369,9 @@ struct HttpSettings {
     /// An idle HTTP/1.1 connection is parked after this long (`None`: never).
     park_after: Option<Duration>,
     max_head: usize,
+    /// A begun HTTP/1.1 request head must be complete within this (enforced by the framing
+    /// guard, not hyper).
+    header_timeout: Duration,
     /// Cancelled when a reload removes the listener: close like a drain.
     close: CancellationToken,
     /// idle, header_read.
@@ -433,11 +439,10 @@ impl Connection {
             })
         };
         let guarded = |stream| {
-            TokioIo::new(framing::FramingGuard::new(
-                stream,
-                tracker.clone(),
-                http.max_head,
-            ))
+            TokioIo::new(
+                framing::FramingGuard::new(stream, tracker.clone(), http.max_head)
+                    .with_header_timeout(http.header_timeout, http.timeouts[1].clone()),
+            )
         };
         match protocol {
             Protocol::Http2 => {
@@ -599,11 +604,6 @@ impl Connection {
                 Ok(res) => {
                     if let Err(e) = res {
                         let e: Box<dyn std::error::Error + Send + Sync> = e.into();
-                        if e.downcast_ref::<hyper::Error>()
-                            .is_some_and(|h| h.is_timeout())
-                        {
-                            http.timeouts[1].inc();
-                        }
                         tracing::debug!(error = %e, "downstream connection ended with an error");
                         return Ended::Closed;
                     }

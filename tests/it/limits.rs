@@ -81,6 +81,37 @@ async fn slow_header_sender_is_cut_off_by_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn keep_alive_connection_idle_longer_than_header_read_timeout_stays_open() {
+    // The header timeout runs from a head's first byte, not while a connection waits for its
+    // next request (hyper's own timer did; idle connections are the idle timeout's business).
+    let up = Upstream::start("web", Behavior::Name).await;
+    let limits = "{ header_read_timeout: 200ms, park_idle_after: 0s, idle_timeout: 60s }";
+    let proxy = Proxy::start(&config(&up, limits)).await;
+    let mut client = H1::connect(proxy.addr()).await;
+    assert_eq!(client.get("/").await.status, 200);
+    // Idle for three header timeouts: an absence of a close can only be waited for.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!client.is_closed(), "idle keep-alive connection was closed");
+    assert_eq!(client.get("/").await.status, 200);
+    let m = proxy.metrics().await;
+    let timeouts = |kind: &str| {
+        crate::support::metric(
+            &m,
+            &format!(r#"outrigger_downstream_timeouts_total{{kind="{kind}",listener="ingress"}}"#),
+        )
+    };
+    assert_eq!(timeouts("header_read"), Some(0.0));
+    assert_eq!(timeouts("idle"), Some(0.0));
+    assert_eq!(
+        crate::support::metric(
+            &m,
+            r#"outrigger_downstream_connections_total{listener="ingress"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
 async fn connections_over_max_connections_are_refused_at_once_with_503() {
     let up = Upstream::start("web", Behavior::Name).await;
     let proxy = Proxy::start(&config(&up, "{ max_connections: 1 }")).await;
