@@ -157,12 +157,14 @@ clusters:
 
 #[tokio::test]
 async fn sighup_reloads_the_running_binary() {
+    // One worker: the binary then runs tokio's current-thread scheduler, which this covers
+    // (signals, reload) while the SIGTERM test runs the multi-threaded one.
     let a = Upstream::start("a", Behavior::Name).await;
     let b = Upstream::start("b", Behavior::Name).await;
     let text = |target: &str| {
         format!(
             r#"
-server: {{ watch_config: false }}
+server: {{ watch_config: false, worker_threads: 1 }}
 admin: {{ address: "127.0.0.1:0" }}
 listeners:
   - name: ingress
