@@ -12,7 +12,9 @@ require() { local hint=$1; shift
   for t in "$@"; do command -v "$t" >/dev/null || { echo "missing $t: apt-get install $hint" >&2; exit 1; }; done; }
 # ports_free port...
 ports_free() { for p in "$@"; do ss -ltn | grep -q ":$p " && { echo "port $p is taken" >&2; exit 1; }; done; return 0; }
-build_outrigger() { (cd "$ROOT" && cargo build --release --quiet); BIN=$ROOT/target/release/outrigger; }
+# OUTRIGGER_BIN measures a given binary (e.g. docker/pgo-build.sh's) instead of building one.
+build_outrigger() { if [ -n "${OUTRIGGER_BIN:-}" ]; then BIN=$OUTRIGGER_BIN; return; fi
+                    (cd "$ROOT" && cargo build --release --quiet); BIN=$ROOT/target/release/outrigger; }
 
 # A proxy's processes (itself and its workers), their CPU ticks, peak and current RSS in KiB.
 procs() { echo "$1"; ps -o pid= --ppid "$1" 2>/dev/null || true; }

@@ -11,7 +11,8 @@
 #                      take 10,000 connections within this machine's 20,000 descriptor limit)
 #
 # Needs Debian's haproxy, nginx, wrk and nghttp2-client (it says which is missing), builds
-# outrigger in release mode, and uses only 127.0.0.1. Pinned: the proxy alone on CPU 1 with one
+# outrigger in release mode (or measures $OUTRIGGER_BIN, e.g. the PGO build of
+# docker/pgo-build.sh), and uses only 127.0.0.1. Pinned: the proxy alone on CPU 1 with one
 # worker; wrk/h2load and the nginx backend on CPU 0. Rounds rotate the candidates' order so a
 # noisy minute hits all of them; the table shows medians and the paired ratio to HAProxy. Proxy
 # CPU per request (utime+stime of the proxy's processes over the measured window) is the stable
