@@ -193,6 +193,8 @@ fn serve(loaded: outrigger::config::LoadedConfig, demo: bool) -> anyhow::Result<
         0 => std::env::var("TOKIO_WORKER_THREADS")
             .ok()
             .and_then(|v| v.parse().ok())
+            // A bad or zero value falls back to the core count rather than failing the start.
+            .filter(|&n: &usize| n > 0)
             .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
             .unwrap_or(1),
         n => n,
