@@ -13,7 +13,7 @@
 # demo`: its own upstreams, 127.0.0.1:15001) with keep-alive and new-connection HTTP/1.1 (wrk)
 # and h2c (h2load); then the build that uses the merged profile. Needs wrk, h2load (Debian:
 # wrk nghttp2-client), curl, and the llvm-profdata of rustc's LLVM: rustup's
-# (`rustup component add llvm-tools`) or Debian's (`apt-get install llvm-NN`, NN from
+# (`rustup component add llvm-tools-preview`) or Debian's (`apt-get install llvm-NN`, NN from
 # `rustc -vV`). Uses ports 15001, 9901 and 18081-18083 on 127.0.0.1 only.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,7 +27,7 @@ for c in "$(rustc --print sysroot)"/lib/rustlib/*/bin/llvm-profdata "llvm-profda
          "/usr/lib/llvm-$LLVM/bin/llvm-profdata"; do
   if command -v "$c" >/dev/null 2>&1; then PROFDATA=$c; break; fi
 done
-[ -n "$PROFDATA" ] || { echo "missing llvm-profdata for LLVM $LLVM: rustup component add llvm-tools, or apt-get install llvm-$LLVM" >&2; exit 1; }
+[ -n "$PROFDATA" ] || { echo "missing llvm-profdata for LLVM $LLVM: rustup component add llvm-tools-preview, or apt-get install llvm-$LLVM" >&2; exit 1; }
 
 PROFILES=$ROOT/target/pgo/profiles
 rm -rf "$PROFILES"; mkdir -p "$PROFILES"
