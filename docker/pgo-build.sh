@@ -6,7 +6,7 @@
 # Why: under callgrind's cache and branch simulation, most of a plain build's extra CPU per
 # request over HAProxy is instruction-cache misses (hyper's and tokio's generic code spread over
 # many pages), not instructions. With a profile LLVM lays the hot paths out together and
-# inlines along them: 33,800 -> 25,200 instructions and 2,150 -> 1,360 I1 misses per keep-alive
+# inlines along them: 33,762 -> 26,244 instructions and 2,152 -> 1,192 I1 misses per keep-alive
 # HTTP/1.1 request (README, Performance).
 #
 # Steps: an instrumented build; a short training run through the bundled demo (`outrigger

