@@ -63,6 +63,7 @@ pub fn flag(kind: ErrorKind) -> &'static str {
         ErrorKind::Overflow => "UO",
         ErrorKind::Overloaded => "OM",
         ErrorKind::ConnectNotAllowed => "NR",
+        ErrorKind::UpgradeNotAllowed => "UAEX",
     }
 }
 
@@ -178,13 +179,34 @@ fn json(e: &Entry) -> String {
     .to_string()
 }
 
+/// A client-supplied value for the text format: `"` and `\` are escaped with a backslash and
+/// control bytes written as `\xHH`, so that a header cannot end a quoted field or forge a line.
+fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s
+        .bytes()
+        .any(|b| b == b'"' || b == b'\\' || b.is_ascii_control())
+    {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
 fn text(e: &Entry) -> String {
     let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
     format!(
         "[{}] \"{} {} {}\" {} {} {} {} {:.3} {} \"{}\" \"{}\" \"{}\" \"{}\" {} {}",
         rfc3339(e.start),
-        e.method,
-        e.path,
+        esc(&e.method),
+        esc(&e.path),
         e.protocol,
         e.status,
         e.flags,
@@ -194,9 +216,9 @@ fn text(e: &Entry) -> String {
         e.upstream_duration
             .map_or("-".into(), |d| format!("{:.3}", d.as_secs_f64() * 1000.0)),
         e.downstream.map_or("-".into(), |a| a.to_string()),
-        e.user_agent,
-        e.request_id,
-        e.authority,
+        esc(&e.user_agent),
+        esc(&e.request_id),
+        esc(&e.authority),
         opt(&e.cluster),
         opt(&e.endpoint),
     )
@@ -205,6 +227,13 @@ fn text(e: &Entry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_fields_escape_quotes_backslashes_and_controls() {
+        assert_eq!(esc("curl/8"), "curl/8");
+        assert_eq!(esc(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(esc("a\nb"), "a\\x0ab");
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

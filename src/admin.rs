@@ -1,5 +1,12 @@
-//! The admin server (default 127.0.0.1:9901): `GET /metrics /ready /healthz /config /clusters`,
-//! `POST /shutdown`. It stays up through draining so probes and scrapes keep working.
+//! The admin server (default 127.0.0.1:9901): `GET /metrics /ready /healthz /config /clusters
+//! /listeners`, `POST /reload /shutdown`. It stays up through draining so probes and scrapes
+//! keep working.
+//!
+//! Its security model, as linkerd's: reads answer whoever reaches the bound address (so it can
+//! sit on the pod IP for probes and scraping); what changes state answers only peers in
+//! `admin.allow` (loopback by default), and only to a POST a web page cannot forge (a JSON body
+//! or an `X-Outrigger-Admin` header, neither of which a cross-site form can send). Every request
+//! must name the admin server itself in `Host`, so a DNS-rebinding page cannot read it either.
 
 use crate::reload::Reloader;
 use crate::runtime::Runtime;
@@ -11,6 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -18,7 +26,7 @@ use tokio::net::TcpListener;
 /// Serves admin connections until the process exits.
 pub async fn run(socket: TcpListener, runtime: Arc<Runtime>, reloader: Arc<Reloader>) {
     loop {
-        let (stream, _) = match socket.accept().await {
+        let (stream, peer) = match socket.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "admin accept failed");
@@ -27,10 +35,14 @@ pub async fn run(socket: TcpListener, runtime: Arc<Runtime>, reloader: Arc<Reloa
             }
         };
         let (runtime, reloader) = (runtime.clone(), reloader.clone());
+        let caller = Caller {
+            peer,
+            local: stream.local_addr().ok(),
+        };
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let (runtime, reloader) = (runtime.clone(), reloader.clone());
-                async move { Ok::<_, Infallible>(handle(req, &runtime, &reloader).await) }
+                async move { Ok::<_, Infallible>(handle(req, caller, &runtime, &reloader).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -59,11 +71,129 @@ fn with_type(mut r: Response<Full<Bytes>>, ct: &'static str) -> Response<Full<By
     r
 }
 
+/// Who an admin request came from, and on which of the admin server's addresses.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub peer: SocketAddr,
+    pub local: Option<SocketAddr>,
+}
+
+/// Why an admin request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Denied {
+    Peer,
+    Host,
+    Header,
+}
+
+impl Denied {
+    fn as_str(self) -> &'static str {
+        match self {
+            Denied::Peer => "peer",
+            Denied::Host => "host",
+            Denied::Header => "header",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Denied::Peer => "forbidden: this endpoint answers only peers in admin.allow (loopback by default)\n",
+            Denied::Host => "forbidden: Host must name the admin server (localhost, its address, or admin.allowed_hosts)\n",
+            Denied::Header => "forbidden: send a JSON body (Content-Type: application/json) or an X-Outrigger-Admin header\n",
+        }
+    }
+}
+
+/// The endpoints that change state.
+fn mutates(path: &str) -> bool {
+    matches!(path, "/reload" | "/shutdown")
+}
+
+/// Whether `Host` names this server: `localhost`, a loopback address, the address the
+/// connection arrived on, or a configured name. A request without one (HTTP/1.0) passes: a
+/// browser always sends it.
+fn host_allowed(
+    req: &Request<Incoming>,
+    caller: Caller,
+    admin: &crate::config::AdminConfig,
+) -> bool {
+    let raw = match req.headers().get(header::HOST) {
+        Some(h) => match h.to_str() {
+            Ok(h) => h,
+            Err(_) => return false,
+        },
+        None => match req.uri().host() {
+            Some(h) => h,
+            None => return true,
+        },
+    };
+    let host = match raw.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => raw.rsplit_once(':').map_or(raw, |(h, _)| h),
+    };
+    if host.eq_ignore_ascii_case("localhost")
+        || admin
+            .allowed_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host))
+    {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback() || caller.local.is_some_and(|l| l.ip() == ip),
+        Err(_) => false,
+    }
+}
+
+/// A POST a cross-site page cannot make without a CORS preflight: a JSON content type or a
+/// header of our own.
+fn not_simple(req: &Request<Incoming>) -> bool {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    json || req.headers().contains_key("x-outrigger-admin")
+}
+
+fn check(
+    req: &Request<Incoming>,
+    caller: Caller,
+    admin: &crate::config::AdminConfig,
+) -> Result<(), Denied> {
+    if !host_allowed(req, caller, admin) {
+        return Err(Denied::Host);
+    }
+    if mutates(req.uri().path()) && req.method() == Method::POST {
+        if !crate::config::units::any_contains(&admin.allow, caller.peer.ip()) {
+            return Err(Denied::Peer);
+        }
+        if !not_simple(req) {
+            return Err(Denied::Header);
+        }
+    }
+    Ok(())
+}
+
 pub async fn handle(
     req: Request<Incoming>,
+    caller: Caller,
     runtime: &Runtime,
     reloader: &Reloader,
 ) -> Response<Full<Bytes>> {
+    if let Err(d) = check(&req, caller, &runtime.snapshot().loaded.config.admin) {
+        runtime
+            .metrics
+            .admin_denied
+            .with_label_values(&[d.as_str()])
+            .inc();
+        tracing::warn!(peer = %caller.peer, method = %req.method(), path = req.uri().path(), reason = d.as_str(), "admin request refused");
+        return text(StatusCode::FORBIDDEN, d.message());
+    }
     let path = req.uri().path();
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     let post = req.method() == Method::POST;

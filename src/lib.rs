@@ -34,6 +34,7 @@ pub mod health;
 pub mod http_proxy;
 pub mod listener;
 pub mod metrics;
+pub mod path;
 pub mod reload;
 pub mod route;
 pub mod runtime;

@@ -47,6 +47,7 @@ pub const CONFIG_GENERATION: &str = "outrigger_config_generation";
 pub const DISCOVERY_UPDATES_TOTAL: &str = "outrigger_discovery_updates_total";
 pub const CLUSTER_ENDPOINTS: &str = "outrigger_cluster_endpoints";
 pub const GRPC_RESPONSES_TOTAL: &str = "outrigger_grpc_responses_total";
+pub const ADMIN_DENIED_TOTAL: &str = "outrigger_admin_denied_total";
 
 /// Latency buckets from 0.5 ms to 30 s: a sidecar's added latency is sub-millisecond, while
 /// upstream calls range to the default 15 s route timeout.
@@ -97,6 +98,7 @@ pub struct Metrics {
     pub discovery_updates: IntCounterVec,
     pub cluster_endpoints: IntGaugeVec,
     pub grpc_responses: IntCounterVec,
+    pub admin_denied: IntCounterVec,
 }
 
 /// The per-endpoint metric families, kept by a cluster so endpoints that discovery adds later
@@ -341,6 +343,11 @@ impl Metrics {
                 CIRCUIT_BREAKER_OPEN,
                 "1 while some circuit breaker limit of the cluster is reached.",
                 &["cluster"],
+            ),
+            admin_denied: counter(
+                ADMIN_DENIED_TOTAL,
+                "Admin requests refused with 403, by reason: peer (not in admin.allow), host (a Host that is not the admin server's), header (a state-changing POST without a JSON body or X-Outrigger-Admin).",
+                &["reason"],
             ),
             load_shed: counter(
                 LOAD_SHED_TOTAL,

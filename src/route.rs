@@ -67,6 +67,8 @@ pub struct Route {
     pub add_upstream_header: bool,
     /// Plain CONNECT is tunnelled to the cluster (otherwise 405).
     pub allow_connect: bool,
+    /// `Upgrade` protocols passed on (lowercase).
+    upgrades: Box<[String]>,
     pub retry: Option<crate::http_proxy::retry::RetryPolicy>,
     pub rate_limit: Option<crate::http_proxy::rate_limit::RateLimiter>,
 }
@@ -87,6 +89,14 @@ pub struct RequestInfo<'a> {
 }
 
 impl Route {
+    /// Whether this route passes on an `Upgrade` to `protocol`.
+    pub fn allows_upgrade(&self, protocol: &HeaderValue) -> bool {
+        let p = protocol.as_bytes();
+        self.upgrades
+            .iter()
+            .any(|u| u.as_bytes().eq_ignore_ascii_case(p))
+    }
+
     fn matches(&self, req: &RequestInfo<'_>) -> bool {
         let m = &self.matcher;
         if let Some(method) = &m.method {
@@ -199,6 +209,7 @@ impl RouteTable {
                 rate_limit: None,
                 add_upstream_header: false,
                 allow_connect: false,
+                upgrades: vec!["websocket".into()],
             };
             out.push(build_route(
                 listener,
@@ -322,6 +333,7 @@ fn build_route(
         rewrite,
         add_upstream_header: r.add_upstream_header,
         allow_connect: r.allow_connect,
+        upgrades: r.upgrades.iter().map(|u| u.to_ascii_lowercase()).collect(),
         headers_add: header_pairs(
             &r.request_headers_add,
             &format!("{path}.request_headers_add"),

@@ -52,6 +52,23 @@ pub struct ListenerState {
     /// Requests refused by `server.max_in_flight_requests`.
     pub shed_requests: IntCounter,
     errors: Vec<IntCounter>,
+    /// How request paths are normalised before routing.
+    pub paths: crate::path::PathPolicy,
+    pub request_id: crate::config::RequestIdMode,
+    /// `limits.stream_idle_timeout`; `None` when `0s`.
+    pub stream_idle_timeout: Option<std::time::Duration>,
+}
+
+fn path_policy(l: &crate::config::ListenerConfig) -> crate::path::PathPolicy {
+    crate::path::PathPolicy {
+        normalize: l.normalize_path,
+        merge_slashes: l.merge_slashes,
+        escaped_slashes: l.escaped_slashes,
+    }
+}
+
+fn stream_idle(l: &crate::config::ListenerConfig) -> Option<std::time::Duration> {
+    Some(l.limits.stream_idle_timeout.get()).filter(|d| !d.is_zero())
 }
 
 impl ListenerState {
@@ -155,6 +172,9 @@ impl Snapshot {
                         no_route_requests,
                         shed_requests,
                         errors,
+                        paths: path_policy(l),
+                        request_id: l.request_id,
+                        stream_idle_timeout: stream_idle(l),
                     },
                 );
                 continue;
@@ -199,6 +219,9 @@ impl Snapshot {
                     no_route_requests,
                     shed_requests,
                     errors,
+                    paths: path_policy(l),
+                    request_id: l.request_id,
+                    stream_idle_timeout: stream_idle(l),
                 },
             );
         }

@@ -63,7 +63,11 @@ pub fn hot_path(
     };
     let endpoint = target.cluster.pick(&ctx).expect("an endpoint");
     let in_flight = endpoint.start_request();
-    prepare_request(parts, route, forwarded_for, "http", None);
+    let trust = outrigger::http_proxy::forward::Trust {
+        peer_trusted: false,
+        request_id: outrigger::config::RequestIdMode::Keep,
+    };
+    prepare_request(parts, route, forwarded_for, "http", None, trust);
     target.count(200);
     drop(in_flight);
     route.index

@@ -44,7 +44,7 @@ measure() { # mode -> req/s
   local reloader=""
   if [ "$1" = reloads ]; then
     ( i=0; while :; do sleep 1; i=$((i + 1)); if [ $((i % 2)) = 1 ]; then config two; else config one; fi
-        curl -s -o /dev/null -w '%{http_code}\n' -X POST "http://127.0.0.1:$ADMIN/reload" >> "$WORK/reload-codes"; done ) &
+        curl -s -o /dev/null -w '%{http_code}\n' -X POST -H 'x-outrigger-admin: 1' "http://127.0.0.1:$ADMIN/reload" >> "$WORK/reload-codes"; done ) &
     reloader=$!
   fi
   taskset -c 0 wrk -t1 -c64 -d"$DURATION"s "http://127.0.0.1:$PORT/" > "$WORK/wrk.out"

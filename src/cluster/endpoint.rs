@@ -43,6 +43,10 @@ pub struct Endpoint {
     /// Cluster-clock ns until which outlier detection keeps it out; 0 when not ejected.
     ejected_until: AtomicU64,
     ejections: AtomicU32,
+    /// Ejections in the current streak (what the next one's length multiplies by, before decay).
+    streak: AtomicU32,
+    /// Cluster-clock ns at which the endpoint last returned from an ejection.
+    returned_at: AtomicU64,
     consecutive_failures: AtomicU32,
     /// Cluster-clock ns + 1 at which it last became routable (slow start); 0 = not ramping.
     ready_since: AtomicU64,
@@ -77,6 +81,8 @@ impl Endpoint {
             healthy: AtomicBool::new(true),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
+            streak: AtomicU32::new(0),
+            returned_at: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             ready_since: AtomicU64::new(0),
             effective_weight: AtomicU64::new((weight as f64).to_bits()),
@@ -160,10 +166,26 @@ impl Endpoint {
         }
     }
 
-    pub(crate) fn eject(&self, until_ns: u64) -> u32 {
+    /// Ejects until `until_ns`, as ejection `streak` of a streak.
+    pub(crate) fn eject(&self, until_ns: u64, streak: u32) -> u32 {
         self.ejected_until.store(until_ns.max(1), Ordering::Relaxed);
+        self.streak.store(streak, Ordering::Relaxed);
         self.metrics.healthy.set(0);
         self.ejections.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Back in rotation from an ejection at `now_ns`: the streak starts decaying from here.
+    pub(crate) fn returned(&self, now_ns: u64) {
+        self.uneject();
+        self.returned_at.store(now_ns, Ordering::Relaxed);
+    }
+
+    /// (ejections in the current streak, cluster-clock ns of the last return).
+    pub(crate) fn streak(&self) -> (u32, u64) {
+        (
+            self.streak.load(Ordering::Relaxed),
+            self.returned_at.load(Ordering::Relaxed),
+        )
     }
 
     pub(crate) fn uneject(&self) {

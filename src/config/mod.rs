@@ -9,7 +9,7 @@ pub mod units;
 mod validate;
 
 pub use model::*;
-pub use units::ConfigDuration;
+pub use units::{Cidr, ConfigDuration};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -184,11 +184,12 @@ fn strip_position(message: &str) -> String {
     POSITION.replace_all(message, "").into_owned()
 }
 
-/// The running config as YAML for `GET /config`, with key material and credential-looking
-/// header values replaced.
+/// The running config as YAML for `GET /config`, with key material and header values (unless
+/// `admin.public_headers` names them) replaced.
 pub fn redacted_yaml(cfg: &Config) -> String {
     let mut cfg = cfg.clone();
     const SECRET: &str = "<redacted>";
+    let public = std::mem::take(&mut cfg.admin.public_headers);
     for l in &mut cfg.listeners {
         if let Some(tls) = &mut l.tls {
             tls.key = SECRET.into();
@@ -196,15 +197,19 @@ pub fn redacted_yaml(cfg: &Config) -> String {
                 s.key = SECRET.into();
             }
         }
+        // Header values are often credentials (API keys, bearer tokens matched or added):
+        // none is printed unless the config names it public.
+        let hide = |name: &str, value: &mut String| {
+            if !public.iter().any(|p| p.eq_ignore_ascii_case(name)) {
+                *value = SECRET.into();
+            }
+        };
         for r in &mut l.routes {
             for (name, value) in r.request_headers_add.iter_mut() {
-                let n = name.to_ascii_lowercase();
-                if ["auth", "token", "secret", "cookie", "key", "password"]
-                    .iter()
-                    .any(|s| n.contains(s))
-                {
-                    *value = SECRET.into();
-                }
+                hide(name, value);
+            }
+            for (name, value) in r.matcher.headers.iter_mut() {
+                hide(name, value);
             }
         }
     }
@@ -215,6 +220,7 @@ pub fn redacted_yaml(cfg: &Config) -> String {
             }
         }
     }
+    cfg.admin.public_headers = public;
     serde_yaml::to_string(&cfg).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
 }
 

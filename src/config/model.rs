@@ -2,7 +2,7 @@
 //! unknown fields so that a typo is an error, never a silently ignored key. Defaults live here;
 //! cross-field rules live in `validate.rs`.
 
-use super::units::ConfigDuration;
+use super::units::{Cidr, ConfigDuration};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -44,7 +44,7 @@ impl Default for ServerConfig {
             drain_delay: ConfigDuration::secs(0),
             drain_timeout: ConfigDuration::secs(15),
             watch_config: true,
-            max_in_flight_requests: 0,
+            max_in_flight_requests: 10_000,
             generate_traceparent: false,
         }
     }
@@ -54,12 +54,36 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub address: String,
+    /// Peers that may call the endpoints that change state (`POST /reload`, `/shutdown`,
+    /// `/logging`); the default is loopback only. Reads (`/metrics`, probes) answer everyone
+    /// who reaches `address`.
+    pub allow: Vec<Cidr>,
+    /// Names besides `localhost` and the admin listener's own addresses that a request's `Host`
+    /// may carry (a DNS-rebinding guard), e.g. a compose service name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    /// Header names whose configured values `/config` prints; every other `match.headers` and
+    /// `request_headers_add` value reads `<redacted>`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub public_headers: Vec<String>,
+}
+
+/// 127.0.0.0/8 and ::1.
+pub fn loopback_blocks() -> Vec<Cidr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    vec![
+        Cidr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
+        Cidr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
+    ]
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             address: "127.0.0.1:9901".into(),
+            allow: loopback_blocks(),
+            allowed_hosts: Vec::new(),
+            public_headers: Vec::new(),
         }
     }
 }
@@ -97,6 +121,51 @@ pub struct ListenerConfig {
     /// another endpoint).
     #[serde(default = "default_connect_attempts")]
     pub connect_attempts: u32,
+    /// Peers whose `x-forwarded-proto` (and, with `request_id: trusted`, `x-request-id`) is
+    /// believed; from anyone else it is replaced. Default: loopback (the app beside a sidecar).
+    #[serde(default = "loopback_blocks")]
+    pub trusted_hops: Vec<Cidr>,
+    /// What happens to a client's `x-request-id`.
+    #[serde(default)]
+    pub request_id: RequestIdMode,
+    /// RFC 3986 dot-segment removal before routing (`/a/../b` is `/b`), so that a path cannot
+    /// step out of the prefix a route matched; the upstream receives the normalised path.
+    #[serde(default = "default_true")]
+    pub normalize_path: bool,
+    /// Also merge repeated slashes (`//a///b` is `/a/b`).
+    #[serde(default)]
+    pub merge_slashes: bool,
+    /// What to do with `%2F` / `%5C` in a path.
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestIdMode {
+    /// Keep a client's value; make one when there is none.
+    #[default]
+    Keep,
+    /// Keep it from `trusted_hops`, replace it from anyone else.
+    Trusted,
+    /// Always make a new one.
+    Replace,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// 400: an encoded slash lets a path mean one thing to the router and another upstream.
+    #[default]
+    Reject,
+    /// Pass them through as they are.
+    Keep,
+    /// Decode them to `/` and `\` before normalising and routing.
+    Unescape,
 }
 
 fn default_connect_attempts() -> u32 {
@@ -114,6 +183,10 @@ pub struct ListenerTlsConfig {
     pub alpn: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sni: Vec<SniCertConfig>,
+    /// PEM certificate revocation lists checked against client certificates (with
+    /// `client_ca`); re-read when the file changes, as the certificates are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -168,6 +241,22 @@ pub struct LimitsConfig {
     /// HTTP/1.1: a keep-alive connection idle this long gives hyper's buffers back (~16 KiB) and
     /// waits on the socket alone until the client speaks again; `0s` keeps them.
     pub park_idle_after: ConfigDuration,
+    /// A request whose bodies move no byte in either direction for this long is ended (Envoy's
+    /// `stream_idle_timeout`): an upstream stalling mid-body, a client that stops reading or
+    /// stops sending. It also bounds a tunnel (WebSocket, CONNECT) with no traffic.
+    pub stream_idle_timeout: ConfigDuration,
+    /// After the proxy starts closing a connection (HTTP/2 GOAWAY, drain), it is cut if it is
+    /// still open this long after: a client that never answers cannot keep it.
+    pub close_timeout: ConfigDuration,
+    /// HTTP/2: what a client may send on one stream before the proxy reads it.
+    pub http2_stream_window_kb: u32,
+    /// HTTP/2: the same, for all streams of a connection together.
+    pub http2_connection_window_kb: u32,
+    /// HTTP/2: response bytes buffered per stream for a slow client.
+    pub http2_max_send_buffer_kb: usize,
+    /// HTTP/2: PING a client every this long and close the connection if no answer comes
+    /// within `close_timeout`; `0s` sends none.
+    pub http2_keepalive_interval: ConfigDuration,
 }
 
 impl Default for LimitsConfig {
@@ -182,6 +271,12 @@ impl Default for LimitsConfig {
             http2_max_pending_accept_reset_streams: 20,
             http2_max_local_error_reset_streams: 1024,
             park_idle_after: ConfigDuration::secs(1),
+            stream_idle_timeout: ConfigDuration::secs(300),
+            close_timeout: ConfigDuration::secs(5),
+            http2_stream_window_kb: 256,
+            http2_connection_window_kb: 1024,
+            http2_max_send_buffer_kb: 32,
+            http2_keepalive_interval: ConfigDuration::secs(0),
         }
     }
 }
@@ -213,6 +308,15 @@ pub struct RouteConfig {
     /// its cluster. Without it, CONNECT gets 405.
     #[serde(default)]
     pub allow_connect: bool,
+    /// `Upgrade` protocols passed to the upstream (compared without case); a request asking for
+    /// another gets 403. `h2c` is never passed on: its `Upgrade` is dropped and the request
+    /// forwarded as plain HTTP/1.1.
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<String>,
+}
+
+fn default_upgrades() -> Vec<String> {
+    vec!["websocket".into()]
 }
 
 fn default_route_timeout() -> ConfigDuration {
@@ -542,6 +646,14 @@ pub struct OutlierDetectionConfig {
     pub base_ejection_time: ConfigDuration,
     #[serde(default = "default_max_ejection_percent")]
     pub max_ejection_percent: u32,
+    /// Each ejection in a row lasts `base_ejection_time` × its count, up to this; the count
+    /// falls by one for each `base_ejection_time` the endpoint then stays in rotation.
+    #[serde(default = "default_max_ejection")]
+    pub max_ejection_time: ConfigDuration,
+}
+
+fn default_max_ejection() -> ConfigDuration {
+    ConfigDuration::secs(300)
 }
 
 fn default_consecutive_failures() -> u32 {

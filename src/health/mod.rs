@@ -236,9 +236,15 @@ fn eject(cluster: &Cluster, endpoint: &Arc<Endpoint>) {
         endpoint.uneject();
         return;
     }
-    let times = endpoint.ejections() + 1;
-    let duration = od.base_ejection_time.get() * times;
-    endpoint.eject(cluster.now_ns() + duration.as_nanos() as u64);
+    let now = cluster.now_ns();
+    let (streak, returned_at) = endpoint.streak();
+    let (duration, times) = ejection_length(
+        od.base_ejection_time.get(),
+        od.max_ejection_time.get(),
+        streak,
+        Duration::from_nanos(now.saturating_sub(returned_at)),
+    );
+    endpoint.eject(now + duration.as_nanos() as u64, times);
     cluster.metrics.ejections.inc();
     tracing::warn!(
         cluster = %cluster.name,
@@ -250,17 +256,52 @@ fn eject(cluster: &Cluster, endpoint: &Arc<Endpoint>) {
     cluster.republish();
 }
 
+/// How long the next ejection lasts, and its place in the streak: the streak loses one for each
+/// `base` the endpoint has spent back in rotation (Envoy decrements its multiplier likewise), then
+/// the ejection lasts `base` × its place, at most `max` (never less than `base`).
+fn ejection_length(
+    base: Duration,
+    max: Duration,
+    streak: u32,
+    in_rotation: Duration,
+) -> (Duration, u32) {
+    let decayed = (in_rotation.as_nanos() / base.as_nanos().max(1)).min(u32::MAX as u128) as u32;
+    let times = streak.saturating_sub(decayed).saturating_add(1);
+    (base.saturating_mul(times).min(max.max(base)), times)
+}
+
 /// Returns ejected endpoints whose time is up to rotation; true if any was.
 fn lift_ejections(cluster: &Cluster) -> bool {
     let now = cluster.now_ns();
     let mut any = false;
     for e in cluster.endpoints().all.iter() {
         if e.ejected_until().is_some_and(|until| until <= now) {
-            e.uneject();
+            e.returned(now);
             e.start_ramp(now);
             tracing::info!(cluster = %cluster.name, endpoint = %e.label, "endpoint returned from ejection");
             any = true;
         }
     }
     any
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ejection_length;
+    use std::time::Duration;
+
+    #[test]
+    fn ejections_grow_to_the_cap_and_decay_while_in_rotation() {
+        let (base, max) = (Duration::from_secs(30), Duration::from_secs(300));
+        let s = Duration::from_secs;
+        // Back to back: 30, 60, ... capped at 300.
+        assert_eq!(ejection_length(base, max, 0, s(0)), (s(30), 1));
+        assert_eq!(ejection_length(base, max, 1, s(0)), (s(60), 2));
+        assert_eq!(ejection_length(base, max, 20, s(0)), (s(300), 21));
+        // Two base times healthy take two off the streak.
+        assert_eq!(ejection_length(base, max, 3, s(61)), (s(60), 2));
+        assert_eq!(ejection_length(base, max, 3, s(3600)), (s(30), 1));
+        // A cap below the base still ejects for the base time.
+        assert_eq!(ejection_length(base, s(1), 4, s(0)).0, s(30));
+    }
 }

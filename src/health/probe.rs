@@ -26,6 +26,9 @@ pub enum ProbeError {
     Grpc(String),
 }
 
+/// The most of a gRPC health answer's body that is read.
+pub const MAX_GRPC_BODY: usize = 64 * 1024;
+
 type TlsTo = (
     tokio_rustls::TlsConnector,
     rustls::pki_types::ServerName<'static>,
@@ -146,7 +149,14 @@ async fn grpc(
             .headers()
             .get("grpc-status")
             .map(|v| v.as_bytes().to_vec());
-        let collected = resp.into_body().collect().await.map_err(ProbeError::Http)?;
+        // A HealthCheckResponse is a few bytes: a larger answer is not one, and is not read.
+        let collected = http_body_util::Limited::new(resp.into_body(), MAX_GRPC_BODY)
+            .collect()
+            .await
+            .map_err(|e| match e.downcast::<hyper::Error>() {
+                Ok(e) => ProbeError::Http(*e),
+                Err(_) => ProbeError::Grpc(format!("response body over {MAX_GRPC_BODY} bytes")),
+            })?;
         let trailer_status = collected
             .trailers()
             .and_then(|t| t.get("grpc-status"))

@@ -35,6 +35,8 @@ pub enum ProxyError {
     Overloaded,
     #[error("CONNECT is not allowed on this route")]
     ConnectNotAllowed,
+    #[error("the route does not allow this Upgrade protocol")]
+    UpgradeNotAllowed,
 }
 
 /// The causes as a closed set, so metric children can be resolved once per listener.
@@ -57,10 +59,11 @@ pub enum ErrorKind {
     Overloaded,
     UpstreamTls,
     ConnectNotAllowed,
+    UpgradeNotAllowed,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 18] = [
         ErrorKind::NoRoute,
         ErrorKind::NoHealthyEndpoint,
         ErrorKind::ConnectFailed,
@@ -78,6 +81,7 @@ impl ErrorKind {
         ErrorKind::Overloaded,
         ErrorKind::UpstreamTls,
         ErrorKind::ConnectNotAllowed,
+        ErrorKind::UpgradeNotAllowed,
     ];
 
     /// The `x-outrigger-error` value and metric label.
@@ -100,6 +104,7 @@ impl ErrorKind {
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::UpstreamTls => "upstream_tls_error",
             ErrorKind::ConnectNotAllowed => "connect_not_allowed",
+            ErrorKind::UpgradeNotAllowed => "upgrade_not_allowed",
         }
     }
 
@@ -120,6 +125,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Overflow | ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::UpgradeNotAllowed => StatusCode::FORBIDDEN,
         }
     }
 
@@ -133,6 +139,7 @@ impl ErrorKind {
             ErrorKind::NoRoute | ErrorKind::ConnectNotAllowed => 12,
             ErrorKind::DownstreamBody | ErrorKind::AmbiguousFraming | ErrorKind::BadRequest => 13,
             ErrorKind::RateLimited => 8,
+            ErrorKind::UpgradeNotAllowed => 7,
             ErrorKind::NoHealthyEndpoint
             | ErrorKind::ConnectFailed
             | ErrorKind::ConnectTimeout
@@ -172,6 +179,7 @@ impl ProxyError {
             ProxyError::Overflow(_) => ErrorKind::Overflow,
             ProxyError::Overloaded => ErrorKind::Overloaded,
             ProxyError::ConnectNotAllowed => ErrorKind::ConnectNotAllowed,
+            ProxyError::UpgradeNotAllowed => ErrorKind::UpgradeNotAllowed,
         }
     }
 

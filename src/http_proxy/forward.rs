@@ -1,6 +1,7 @@
 //! Header work on the way through: hop-by-hop removal, `x-forwarded-*`, `x-request-id`, the
 //! route's rewrite and added headers. One pass over the header map each way; nothing is rebuilt.
 
+use crate::config::RequestIdMode;
 use crate::route::Route;
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
@@ -88,12 +89,21 @@ const HOP_BY_HOP: [&HeaderName; 7] = [
 const HOP_BY_HOP_LENGTHS: u32 = 1 << 2 | 1 << 7 | 1 << 10 | 1 << 16 | 1 << 17;
 
 /// Rewrites a downstream request head into the upstream one, in place.
+/// What the request path believes of the client's own forwarding headers.
+#[derive(Clone, Copy, Debug)]
+pub struct Trust {
+    /// The peer is in the listener's `trusted_hops`: its `x-forwarded-proto` stands.
+    pub peer_trusted: bool,
+    pub request_id: RequestIdMode,
+}
+
 pub fn prepare_request(
     parts: &mut http::request::Parts,
     route: &Route,
     forwarded_for: Option<&HeaderValue>,
     scheme: &'static str,
     client_cert: Option<&str>,
+    trust: Trust,
 ) -> Option<()> {
     strip_hop_by_hop(&mut parts.headers);
     // Room for what is added below, in one step rather than growing the map twice.
@@ -133,11 +143,30 @@ pub fn prepare_request(
     if let Some(ours) = forwarded_for {
         append_forwarded_for(&mut parts.headers, ours);
     }
-    if let Entry::Vacant(proto) = parts.headers.entry(&X_FORWARDED_PROTO) {
-        proto.insert(HeaderValue::from_static(scheme));
+    // Only a trusted hop may say what the scheme was before it; from anyone else the value
+    // would let a plain-HTTP client pass for HTTPS upstream.
+    match parts.headers.entry(&X_FORWARDED_PROTO) {
+        Entry::Vacant(proto) => {
+            proto.insert(HeaderValue::from_static(scheme));
+        }
+        Entry::Occupied(mut proto) if !trust.peer_trusted => {
+            proto.insert(HeaderValue::from_static(scheme));
+        }
+        Entry::Occupied(_) => {}
     }
-    if let Entry::Vacant(id) = parts.headers.entry(&X_REQUEST_ID) {
-        id.insert(new_request_id());
+    let keep_id = match trust.request_id {
+        RequestIdMode::Keep => true,
+        RequestIdMode::Trusted => trust.peer_trusted,
+        RequestIdMode::Replace => false,
+    };
+    match parts.headers.entry(&X_REQUEST_ID) {
+        Entry::Vacant(id) => {
+            id.insert(new_request_id());
+        }
+        Entry::Occupied(mut id) if !keep_id => {
+            id.insert(new_request_id());
+        }
+        Entry::Occupied(_) => {}
     }
     for (name, value) in &route.headers_add {
         parts.headers.insert(name.clone(), value.clone());

@@ -41,6 +41,20 @@ pub struct Downstream {
     pub tls_version: Option<&'static str>,
     /// `peer`'s address as an `x-forwarded-for` value (`forward::forwarded_for_value`).
     pub forwarded_for: Option<HeaderValue>,
+    /// `peer` is in the listener's `trusted_hops`.
+    pub trusted: bool,
+}
+
+/// Replaces a URI's path, keeping its query (and scheme and authority, if any).
+fn set_path(uri: &mut http::Uri, path: &str) -> Option<()> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(http::uri::PathAndQuery::try_from(pq).ok()?);
+    *uri = http::Uri::from_parts(parts).ok()?;
+    Some(())
 }
 
 /// Serves one request. The snapshot loaded here is held until the response head is built; the
@@ -72,7 +86,9 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
             .insert(SEC_WEBSOCKET_KEY.clone(), websocket_key());
         Some(HeaderValue::from_static("websocket"))
     } else {
-        upgrade_protocol(&parts.headers)
+        // h2c is a hop's own business (RFC 9113 drops it): the request goes on as plain
+        // HTTP/1.1, its Upgrade removed with the other hop-by-hop headers.
+        upgrade_protocol(&parts.headers).filter(|p| !p.as_bytes().eq_ignore_ascii_case(b"h2c"))
     };
     // The downstream half of a tunnel (WebSocket after a 101, CONNECT after a 200).
     let mut on_upgrade = if upgrade.is_some() || is_connect {
@@ -106,6 +122,31 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
                 false,
             );
         }
+        if !is_connect {
+            match listener.paths.apply(parts.uri.path()) {
+                Ok(None) => {}
+                Ok(Some(path)) => {
+                    if set_path(&mut parts.uri, &path).is_none() {
+                        break 'answer (
+                            Err(ProxyError::BadRequest("invalid path")),
+                            None,
+                            None,
+                            1,
+                            false,
+                        );
+                    }
+                }
+                Err(_) => {
+                    break 'answer (
+                        Err(ProxyError::BadRequest("encoded slash in the path")),
+                        None,
+                        None,
+                        1,
+                        false,
+                    )
+                }
+            }
+        }
         let route = {
             let host = request_host(&parts);
             let info = RequestInfo {
@@ -126,6 +167,15 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
             };
             break 'answer (Err(e), None, None, 1, false);
         };
+        if upgrade.as_ref().is_some_and(|p| !route.allows_upgrade(p)) {
+            break 'answer (
+                Err(ProxyError::UpgradeNotAllowed),
+                None,
+                Some(route.index),
+                1,
+                false,
+            );
+        }
         let Some(_admitted) = down
             .runtime
             .admit(snapshot.loaded.config.server.max_in_flight_requests)
@@ -182,6 +232,10 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
             down.forwarded_for.as_ref(),
             down.scheme,
             down.client_cert.as_deref(),
+            forward::Trust {
+                peer_trusted: down.trusted,
+                request_id: listener.request_id,
+            },
         );
         if let Some(entry) = &mut log {
             entry.entry.request_id = header_str(&parts.headers, &forward::X_REQUEST_ID);
@@ -806,6 +860,7 @@ fn error_text(kind: error::ErrorKind) -> &'static str {
         error::ErrorKind::Overloaded => "overloaded\n",
         error::ErrorKind::UpstreamTls => "upstream TLS handshake failed\n",
         error::ErrorKind::ConnectNotAllowed => "CONNECT is not allowed here\n",
+        error::ErrorKind::UpgradeNotAllowed => "upgrade not allowed\n",
     }
 }
 

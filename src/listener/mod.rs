@@ -233,6 +233,10 @@ impl Listener {
                     client_cert: None,
                     tls_version: None,
                     forwarded_for: http_proxy::forward::forwarded_for_value(peer.ip()),
+                    trusted: crate::config::units::any_contains(
+                        &self.config.trusted_hops,
+                        peer.ip(),
+                    ),
                 }),
                 http: http.clone(),
             };

@@ -121,6 +121,7 @@ async fn post_shutdown_drains_like_sigterm() {
     let r = c
         .send(
             request("POST", admin, "/shutdown")
+                .header("x-outrigger-admin", "1")
                 .body(Full::new(Bytes::new()))
                 .unwrap(),
         )

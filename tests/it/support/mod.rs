@@ -58,6 +58,7 @@ impl Proxy {
         let r = c
             .send(
                 request("POST", self.admin(), "/reload")
+                    .header("x-outrigger-admin", "1")
                     .body(Full::new(Bytes::new()))
                     .unwrap(),
             )

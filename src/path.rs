@@ -1,0 +1,207 @@
+//! Request path normalisation before routing, as Envoy's `normalize_path`: percent-encoded
+//! unreserved characters are decoded (RFC 3986 §6.2.2.2), dot segments removed (§5.2.4),
+//! repeated slashes optionally merged, and encoded slashes refused by default. Without it,
+//! `/public/../admin` or `/public/%2e%2e/admin` would match a `/public` route and reach
+//! `/admin` upstream.
+
+use crate::config::EscapedSlashes;
+
+/// A listener's path settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathPolicy {
+    pub normalize: bool,
+    pub merge_slashes: bool,
+    pub escaped_slashes: EscapedSlashes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("encoded slash (%2F or %5C) in the path")]
+    EscapedSlash,
+}
+
+impl PathPolicy {
+    /// The path to route and forward: `None` when `path` needs no change (the common case,
+    /// decided by one scan), `Some` with the rewritten path otherwise.
+    pub fn apply(&self, path: &str) -> Result<Option<String>, PathError> {
+        let b = path.as_bytes();
+        let suspicious = b.iter().enumerate().any(|(i, &c)| {
+            c == b'%'
+                || (c == b'.' && i > 0 && b[i - 1] == b'/')
+                || (c == b'/' && self.merge_slashes && b.get(i + 1) == Some(&b'/'))
+        });
+        if !suspicious {
+            return Ok(None);
+        }
+        let mut out = decode(path, self)?;
+        if self.normalize {
+            out = remove_dot_segments(&out);
+        }
+        if self.merge_slashes {
+            out = merge_slashes(&out);
+        }
+        Ok((out != path).then_some(out))
+    }
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes what normalisation may decode: unreserved characters (when normalising) and, with
+/// `unescape`, slashes and backslashes; refuses encoded slashes under `reject`. Everything
+/// else stays encoded, with its hex digits upper-cased (§6.2.2.1).
+fn decode(path: &str, p: &PathPolicy) -> Result<String, PathError> {
+    let b = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                let v = h << 4 | l;
+                let slash = v == b'/' || v == b'\\';
+                if slash {
+                    match p.escaped_slashes {
+                        EscapedSlashes::Reject => return Err(PathError::EscapedSlash),
+                        EscapedSlashes::Unescape => {
+                            out.push('/');
+                            i += 3;
+                            continue;
+                        }
+                        EscapedSlashes::Keep => {}
+                    }
+                }
+                let unreserved =
+                    v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~');
+                if unreserved && p.normalize {
+                    out.push(v as char);
+                } else {
+                    out.push('%');
+                    out.push(b[i + 1].to_ascii_uppercase() as char);
+                    out.push(b[i + 2].to_ascii_uppercase() as char);
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(c as char);
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// RFC 3986 §5.2.4 on an absolute path; the result always starts with `/`.
+fn remove_dot_segments(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    let parts: Vec<&str> = path.split('/').collect();
+    // parts[0] is the empty string before the leading slash.
+    let last = parts.len() - 1;
+    for (i, seg) in parts.iter().enumerate().skip(1) {
+        match *seg {
+            "." => {
+                if i == last {
+                    segments.push("");
+                }
+            }
+            ".." => {
+                segments.pop();
+                if i == last {
+                    segments.push("");
+                }
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+fn merge_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut prev_slash = false;
+    for c in path.chars() {
+        if c == '/' && prev_slash {
+            continue;
+        }
+        prev_slash = c == '/';
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(merge: bool, escaped: EscapedSlashes) -> PathPolicy {
+        PathPolicy {
+            normalize: true,
+            merge_slashes: merge,
+            escaped_slashes: escaped,
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_removed() {
+        let p = policy(false, EscapedSlashes::Reject);
+        let n = |s: &str| p.apply(s).unwrap().unwrap_or_else(|| s.to_owned());
+        assert_eq!(n("/a/b"), "/a/b");
+        assert_eq!(p.apply("/a/b").unwrap(), None);
+        assert_eq!(n("/public/../admin"), "/admin");
+        assert_eq!(n("/public/%2e%2E/admin"), "/admin");
+        assert_eq!(n("/../../x"), "/x");
+        assert_eq!(n("/a/./b/."), "/a/b/");
+        assert_eq!(n("/a/b/.."), "/a/");
+        assert_eq!(n("/.."), "/");
+        assert_eq!(n("/a/.hidden"), "/a/.hidden");
+        assert_eq!(n("/a%41%7e"), "/aA~");
+        assert_eq!(n("/a%3f"), "/a%3F");
+        assert_eq!(n("/a//b"), "/a//b");
+        assert_eq!(n("/100%"), "/100%");
+    }
+
+    #[test]
+    fn slashes_merge_when_asked() {
+        let p = policy(true, EscapedSlashes::Reject);
+        assert_eq!(p.apply("//a///b/").unwrap().as_deref(), Some("/a/b/"));
+    }
+
+    #[test]
+    fn encoded_slashes_follow_the_policy() {
+        assert_eq!(
+            policy(false, EscapedSlashes::Reject).apply("/a%2Fb"),
+            Err(PathError::EscapedSlash)
+        );
+        assert_eq!(
+            policy(false, EscapedSlashes::Reject).apply("/a%5cb"),
+            Err(PathError::EscapedSlash)
+        );
+        assert_eq!(
+            policy(false, EscapedSlashes::Keep)
+                .apply("/a%2fb")
+                .unwrap()
+                .as_deref(),
+            Some("/a%2Fb")
+        );
+        assert_eq!(
+            policy(false, EscapedSlashes::Unescape)
+                .apply("/public%2F..%2Fadmin")
+                .unwrap()
+                .as_deref(),
+            Some("/admin")
+        );
+    }
+}
