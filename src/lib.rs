@@ -35,6 +35,7 @@ pub mod http_proxy;
 pub mod listener;
 pub mod metrics;
 pub mod path;
+pub mod relay;
 pub mod reload;
 pub mod route;
 pub mod runtime;

@@ -84,12 +84,28 @@ impl Reloader {
             .iter()
             .map(|r| (r.listener.name.to_string(), r.listener.local_addr))
             .collect();
-        Arc::new(Reloader {
+        let reloader = Arc::new(Reloader {
             runtime,
             running: tokio::sync::Mutex::new(running),
             addrs: Mutex::new(addrs),
             last_seen: Mutex::new(None),
-        })
+        });
+        // Once draining starts (after drain_delay), the listening sockets close, so that new
+        // connections are refused at once instead of waiting unanswered in the kernel's
+        // backlog: the accept loops let go of theirs, and these are the last other owners.
+        let weak = Arc::downgrade(&reloader);
+        let drain = reloader.runtime.shutdown.drain_token();
+        tokio::spawn(async move {
+            drain.cancelled().await;
+            if let Some(r) = weak.upgrade() {
+                let closed = std::mem::take(&mut *r.running.lock().await);
+                tracing::info!(
+                    listeners = closed.len(),
+                    "listening sockets closed for the drain"
+                );
+            }
+        });
+        reloader
     }
 
     pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {

@@ -64,6 +64,9 @@ impl Shutdown {
         match tokio::time::timeout(timeout, self.connections.wait()).await {
             Ok(()) => true,
             Err(_) => {
+                // Connections still open end themselves at this deadline (their own cut-off
+                // timers): a moment more lets them close and count what they moved.
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.connections.wait()).await;
                 tracing::warn!(
                     still_open = self.connections.len(),
                     timeout_ms = timeout.as_millis() as u64,

@@ -57,6 +57,8 @@ pub struct ListenerState {
     pub request_id: crate::config::RequestIdMode,
     /// `limits.stream_idle_timeout`; `None` when `0s`.
     pub stream_idle_timeout: Option<std::time::Duration>,
+    /// Bodies ended by it.
+    pub stream_idle_timeouts: IntCounter,
 }
 
 fn path_policy(l: &crate::config::ListenerConfig) -> crate::path::PathPolicy {
@@ -175,6 +177,9 @@ impl Snapshot {
                         paths: path_policy(l),
                         request_id: l.request_id,
                         stream_idle_timeout: stream_idle(l),
+                        stream_idle_timeouts: metrics
+                            .downstream_timeouts
+                            .with_label_values(&[&l.name, "stream_idle"]),
                     },
                 );
                 continue;
@@ -222,6 +227,9 @@ impl Snapshot {
                     paths: path_policy(l),
                     request_id: l.request_id,
                     stream_idle_timeout: stream_idle(l),
+                    stream_idle_timeouts: metrics
+                        .downstream_timeouts
+                        .with_label_values(&[&l.name, "stream_idle"]),
                 },
             );
         }

@@ -465,7 +465,14 @@ pub async fn connect(
     )>,
     protocol: Protocol,
 ) -> Result<Connected, ConnectError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(endpoint)).await {
+    // One deadline for TCP, TLS and the HTTP handshake together: a peer that accepts and then
+    // stalls must not hold the request (or the endpoint's HTTP/2 opener) past connect_timeout.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let timed_out = || {
+        failures.inc();
+        ConnectError::Timeout { endpoint, timeout }
+    };
+    let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(endpoint)).await {
         Ok(Ok(s)) => s,
         Ok(Err(source)) => {
             failures.inc();
@@ -490,15 +497,28 @@ pub async fn connect(
     match tls {
         None => {
             let speak = speak(protocol == Protocol::Http2);
-            handshake(TokioIo::new(stream), speak, endpoint, open, failures).await
+            tokio::time::timeout_at(
+                deadline,
+                handshake(TokioIo::new(stream), speak, endpoint, open, failures),
+            )
+            .await
+            .map_err(|_| timed_out())?
         }
         Some((connector, name)) => {
-            let stream = connector.connect(name, stream).await.map_err(|source| {
-                failures.inc();
-                ConnectError::Tls { endpoint, source }
-            })?;
+            let stream = tokio::time::timeout_at(deadline, connector.connect(name, stream))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|source| {
+                    failures.inc();
+                    ConnectError::Tls { endpoint, source }
+                })?;
             let speak = speak(stream.get_ref().1.alpn_protocol() == Some(b"h2"));
-            handshake(TokioIo::new(stream), speak, endpoint, open, failures).await
+            tokio::time::timeout_at(
+                deadline,
+                handshake(TokioIo::new(stream), speak, endpoint, open, failures),
+            )
+            .await
+            .map_err(|_| timed_out())?
         }
     }
 }

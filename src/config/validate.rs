@@ -161,6 +161,12 @@ fn check_listener(c: &mut Checker, p: &str, l: &ListenerConfig, clusters: &HashS
         check_cluster_ref(c, &format!("{p}.cluster"), name, clusters);
     }
     if let Some(tls) = &l.tls {
+        if tls.crl.is_some() && tls.client_ca.is_none() {
+            c.push(
+                format!("{p}.tls.crl"),
+                "a CRL checks client certificates: it needs client_ca",
+            );
+        }
         if l.protocol == ListenerProtocol::Tcp && l.routes.iter().any(|r| r.matcher.sni.is_some()) {
             c.push(format!("{p}.tls"), "sni routes pass TLS through; they cannot be combined with tls termination on the same listener");
         }

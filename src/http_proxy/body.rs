@@ -9,6 +9,7 @@ use crate::listener::RequestGuard;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,9 +18,9 @@ use std::task::{Context, Poll};
 /// A request body on its way upstream.
 pub enum RequestBody {
     /// Streamed from the downstream connection.
-    Incoming(Incoming),
+    Incoming(Incoming, Option<IdleTimer>),
     /// Streamed, counting bytes for the access log.
-    Counted(Incoming, Arc<AtomicU64>),
+    Counted(Incoming, Arc<AtomicU64>, Option<IdleTimer>),
     /// Held in memory (empty bodies, replayable retries).
     Full(Option<Bytes>),
 }
@@ -30,18 +31,86 @@ impl RequestBody {
     }
 }
 
+/// A body error: hyper's, or a stream idle timeout of ours.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `limits.stream_idle_timeout` on one body: no frame for that long is an error. The timer
+/// exists only once the body has had to wait, so a body that is ready at once (most small
+/// ones) never registers one; after progress it is re-armed at the next wait.
+pub struct IdleTimer {
+    timeout: std::time::Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A frame came since the timer was last armed.
+    progressed: bool,
+    timeouts: prometheus::IntCounter,
+}
+
+/// What a body returns when its stream idle timeout passes.
+#[derive(Debug, thiserror::Error)]
+#[error("no body bytes moved within the stream idle timeout ({0:?})")]
+pub struct StreamIdle(pub std::time::Duration);
+
+impl IdleTimer {
+    pub fn new(timeout: std::time::Duration, timeouts: prometheus::IntCounter) -> IdleTimer {
+        IdleTimer {
+            timeout,
+            sleep: None,
+            progressed: false,
+            timeouts,
+        }
+    }
+
+    /// Called with a body's poll result: passes it on, or turns a wait that has gone on too
+    /// long into an error.
+    fn check<T, E: Into<BoxError>>(
+        &mut self,
+        r: Poll<Option<Result<T, E>>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<T, BoxError>>> {
+        match r {
+            Poll::Ready(r) => {
+                self.progressed = true;
+                Poll::Ready(r.map(|r| r.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + self.timeout;
+                match &mut self.sleep {
+                    None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    Some(s) if self.progressed => s.as_mut().reset(deadline),
+                    Some(_) => {}
+                }
+                self.progressed = false;
+                let Some(sleep) = self.sleep.as_mut() else {
+                    return Poll::Pending;
+                };
+                std::task::ready!(sleep.as_mut().poll(cx));
+                self.timeouts.inc();
+                Poll::Ready(Some(Err(Box::new(StreamIdle(self.timeout)))))
+            }
+        }
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx),
-            RequestBody::Counted(b, n) => {
-                let r = std::task::ready!(Pin::new(b).poll_frame(cx));
+            RequestBody::Incoming(b, None) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RequestBody::Incoming(b, Some(idle)) => {
+                let r = Pin::new(b).poll_frame(cx);
+                idle.check(r, cx)
+            }
+            RequestBody::Counted(b, n, idle) => {
+                let r = Pin::new(b).poll_frame(cx);
+                let r = match idle {
+                    Some(idle) => std::task::ready!(idle.check(r, cx)),
+                    None => std::task::ready!(r).map(|r| r.map_err(Into::into)),
+                };
                 if let Some(Ok(f)) = &r {
                     if let Some(d) = f.data_ref() {
                         n.fetch_add(d.len() as u64, Ordering::Relaxed);
@@ -55,14 +124,14 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Incoming(b) | RequestBody::Counted(b, _) => b.is_end_stream(),
+            RequestBody::Incoming(b, _) | RequestBody::Counted(b, _, _) => b.is_end_stream(),
             RequestBody::Full(d) => d.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Incoming(b) | RequestBody::Counted(b, _) => b.size_hint(),
+            RequestBody::Incoming(b, _) | RequestBody::Counted(b, _, _) => b.size_hint(),
             RequestBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
@@ -158,6 +227,8 @@ pub struct ResponseBody {
     grpc: Option<GrpcPending>,
     /// Dropped with the body: ends the downstream connection's in-flight count.
     _guard: Option<RequestGuard>,
+    /// An upstream that stalls mid-body ends the response after the stream idle timeout.
+    idle: Option<IdleTimer>,
     log: Option<Box<PendingLog>>,
 }
 
@@ -213,6 +284,7 @@ impl ResponseBody {
             lease: None,
             grpc: None,
             _guard: None,
+            idle: None,
             log: None,
         }
     }
@@ -227,6 +299,7 @@ impl ResponseBody {
             lease: Some(lease),
             grpc: None,
             _guard: None,
+            idle: None,
             log: None,
         };
         b.release_if_done();
@@ -242,6 +315,15 @@ impl ResponseBody {
     /// Attaches something to drop when the body is done with.
     pub(crate) fn with_guard(mut self, guard: RequestGuard) -> ResponseBody {
         self._guard = Some(guard);
+        self
+    }
+
+    /// Bounds the wait for each frame of an upstream body.
+    pub(crate) fn with_idle_timeout(mut self, idle: Option<IdleTimer>) -> ResponseBody {
+        // A body that has already ended (most small ones) has nothing to wait for.
+        if matches!(&self.kind, Kind::Upstream(b) if !b.is_end_stream()) {
+            self.idle = idle;
+        }
         self
     }
 
@@ -263,12 +345,12 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         match &mut this.kind {
             Kind::Full(data) => {
@@ -279,9 +361,13 @@ impl Body for ResponseBody {
                 Poll::Ready(frame.map(|d| Ok(Frame::data(d))))
             }
             Kind::Upstream(b) => {
-                let res = match this.lease.as_mut().and_then(Lease::h1) {
-                    Some(conn) => std::task::ready!(poll_h1_body(conn, b, cx)),
-                    None => std::task::ready!(Pin::new(b).poll_frame(cx)),
+                let polled = match this.lease.as_mut().and_then(Lease::h1) {
+                    Some(conn) => poll_h1_body(conn, b, cx),
+                    None => Pin::new(b).poll_frame(cx),
+                };
+                let res = match &mut this.idle {
+                    Some(idle) => std::task::ready!(idle.check(polled, cx)),
+                    None => std::task::ready!(polled).map(|r| r.map_err(BoxError::from)),
                 };
                 if let (Some(Ok(f)), Some(log)) = (&res, &mut this.log) {
                     if let Some(d) = f.data_ref() {

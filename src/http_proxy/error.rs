@@ -18,7 +18,7 @@ pub enum ProxyError {
     #[error("no response within the route timeout")]
     Timeout,
     #[error("the request body could not be read from the client: {0}")]
-    DownstreamBody(#[source] hyper::Error),
+    DownstreamBody(#[source] super::body::BoxError),
     #[error("ambiguous request framing (Content-Length with Transfer-Encoding)")]
     AmbiguousFraming,
     #[error("the listener was removed")]
@@ -187,7 +187,7 @@ impl ProxyError {
     pub fn from_upstream(e: hyper::Error) -> ProxyError {
         if e.is_user() {
             // hyper reports a failing request body as a user error: the downstream's body.
-            ProxyError::DownstreamBody(e)
+            ProxyError::DownstreamBody(Box::new(e))
         } else if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
             ProxyError::UpstreamProtocol(e)
         } else {

@@ -107,6 +107,8 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
     let received = log
         .as_ref()
         .map(|_| Arc::new(std::sync::atomic::AtomicU64::new(0)));
+    // The cluster an upgrade goes to, for the tunnel's circuit-breaker slot.
+    let mut tunnel_cluster: Option<Arc<Cluster>> = None;
     let (resp, cluster_name, route_index, attempts, retried) = 'answer: {
         if active.framing_rejected() {
             break 'answer (Err(ProxyError::AmbiguousFraming), None, None, 1, false);
@@ -202,11 +204,22 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
         }
         let target = route.pick_target();
         let cluster = &target.cluster;
+        if upgrade.is_some() {
+            tunnel_cluster = Some(cluster.clone());
+        }
         if grpc {
             grpc_count = Some(cluster.grpc_count().clone());
         }
         if is_connect {
-            let result = tunnel::connect(cluster, on_upgrade.take(), down.peer).await;
+            let result = tunnel::connect(
+                cluster,
+                on_upgrade.take(),
+                down.peer,
+                down.conn.clone(),
+                down.runtime.clone(),
+                tunnel_bounds(listener, &snapshot),
+            )
+            .await;
             let status = result
                 .as_ref()
                 .map_or_else(|e| e.kind().status().as_u16(), |r| r.status().as_u16());
@@ -254,9 +267,11 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
             // allocations per request (label, map, table, boxed value).
             info: log.is_some() || grpc,
         };
+        // An empty body (most GETs) has nothing to wait for.
+        let idle = idle_timer(listener).filter(|_| !body.is_end_stream());
         let upstream_body = match &received {
-            Some(n) => RequestBody::Counted(body, n.clone()),
-            None => RequestBody::Incoming(body),
+            Some(n) => RequestBody::Counted(body, n.clone(), idle),
+            None => RequestBody::Incoming(body, idle),
         };
         // Boxed once: the upstream work is a multi-KB future, and moving it by value into
         // `timeout` and through this function's state cost ~10% of instructions (callgrind).
@@ -341,10 +356,22 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
         }
     };
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-        if let (Some(down_side), Some(up_side), Some(proto)) = (
+        // The tunnel is an upstream connection for the circuit breaker as long as it lives.
+        let slot = match tunnel_cluster.as_ref().map(|c| (c, c.breaker.connection())) {
+            Some((_, Ok(slot))) => Some(slot),
+            Some((c, Err(o))) => {
+                c.metrics.overflow[o as usize].inc();
+                listener.count_error(error::ErrorKind::Overflow);
+                resp = local_error(&ProxyError::Overflow(o), version);
+                None
+            }
+            None => None,
+        };
+        if let (Some(down_side), Some(up_side), Some(proto), Some(slot)) = (
             on_upgrade,
             resp.extensions_mut().remove::<hyper::upgrade::OnUpgrade>(),
             upgrade,
+            slot,
         ) {
             if h2_websocket {
                 *resp.status_mut() = http::StatusCode::OK;
@@ -354,7 +381,14 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             }
-            tunnel::spawn_upgraded(down_side, up_side);
+            let hold = tunnel::Hold {
+                conn: down.conn.clone(),
+                slot,
+                in_flight: None,
+                runtime: down.runtime.clone(),
+                bounds: tunnel_bounds(listener, &snapshot),
+            };
+            tunnel::spawn_upgraded(down_side, up_side, hold);
         }
     }
     let mut resp = match grpc_count {
@@ -378,7 +412,7 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
         resp.headers_mut()
             .insert(forward::X_OUTRIGGER_ATTEMPT_COUNT.clone(), attempts.into());
     }
-    let resp = resp.map(|b| b.with_guard(active));
+    let resp = resp.map(|b| b.with_guard(active).with_idle_timeout(idle_timer(listener)));
     match log {
         None => resp,
         Some(mut pending) => {
@@ -394,6 +428,25 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
             pending.received = received;
             resp.map(|b| b.with_log(pending))
         }
+    }
+}
+
+/// A body's stream idle timer, when the listener has a stream idle timeout.
+fn idle_timer(listener: &crate::snapshot::ListenerState) -> Option<body::IdleTimer> {
+    listener
+        .stream_idle_timeout
+        .map(|t| body::IdleTimer::new(t, listener.stream_idle_timeouts.clone()))
+}
+
+/// A tunnel's bounds: the listener's stream idle timeout, and the process drain timeout.
+fn tunnel_bounds(
+    listener: &crate::snapshot::ListenerState,
+    snapshot: &crate::snapshot::Snapshot,
+) -> crate::relay::Bounds {
+    crate::relay::Bounds {
+        buffer: 16 * 1024,
+        idle_timeout: listener.stream_idle_timeout.unwrap_or_default(),
+        drain_timeout: snapshot.loaded.config.server.drain_timeout.get(),
     }
 }
 

@@ -316,6 +316,9 @@ impl<IO> FramingGuard<IO> {
         // Written only on a change: the common case costs a load, not a store.
         if self.tracker.write_blocked.load(Ordering::Relaxed) != blocked {
             self.tracker.write_blocked.store(blocked, Ordering::Relaxed);
+            if blocked {
+                self.tracker.note_blocked();
+            }
         }
     }
 }

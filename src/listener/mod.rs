@@ -151,7 +151,9 @@ impl Listener {
             max_head: limits.max_request_headers_kb * 1024,
             header_timeout: limits.header_read_timeout.get(),
             close: close_connections.clone(),
-            timeouts: ["idle", "header_read"].map(|k| {
+            close_timeout: limits.close_timeout.get(),
+            stream_idle: Some(limits.stream_idle_timeout.get()).filter(|d| !d.is_zero()),
+            timeouts: ["idle", "header_read", "stream_idle"].map(|k| {
                 runtime
                     .metrics
                     .downstream_timeouts
@@ -190,7 +192,13 @@ impl Listener {
             // load balancer in front) can retry elsewhere instead of waiting in the backlog.
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 shed.inc();
-                tokio::spawn(refuse(stream));
+                match tcp {
+                    // Not an HTTP client: no HTTP answer, just the close, at once.
+                    Some(_) => drop(stream),
+                    None => {
+                        tokio::spawn(refuse(stream));
+                    }
+                }
                 continue;
             };
             accepted.inc();
@@ -229,7 +237,7 @@ impl Listener {
                     runtime: runtime.clone(),
                     peer,
                     scheme: if tls.is_some() { "https" } else { "http" },
-                    conn: Arc::new(ConnTracker::new()),
+                    conn: Arc::new(ConnTracker::holding(permit)),
                     client_cert: None,
                     tls_version: None,
                     forwarded_for: http_proxy::forward::forwarded_for_value(peer.ip()),
@@ -251,16 +259,16 @@ impl Listener {
                     Some(tls) => Box::pin(conn.serve_tls(stream, tls, handshake_timeout)).await,
                 }
                 active.dec();
-                drop(permit);
             });
         }
         tracing::info!(listener = %self.name, "stopped accepting");
     }
 }
 
-/// Answers a connection over the limit with a bare 503 and closes it. It first reads what the
-/// client sent (briefly), so an HTTP client sees an answer to its request rather than an
-/// unsolicited message.
+/// Answers an HTTP connection over the limit with a bare 503 and closes it. It first reads what
+/// the client sent (briefly), so an HTTP client sees an answer to its request rather than an
+/// unsolicited message; the whole exchange is bounded (~1.2 s), so refused connections cannot
+/// pile up descriptors.
 async fn refuse(mut stream: TcpStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = [0u8; 4096];
@@ -307,6 +315,17 @@ fn http_builders(cfg: &ListenerConfig) -> Builders {
                 .max_local_error_reset_streams(limits.http2_max_local_error_reset_streams)
                 // RFC 8441: WebSocket over HTTP/2 arrives as an extended CONNECT.
                 .enable_connect_protocol()
+                // What one connection may make the proxy hold: the client's unread bytes
+                // (windows) and response bytes buffered per stream for a slow reader.
+                .initial_stream_window_size(limits.http2_stream_window_kb.saturating_mul(1024))
+                .initial_connection_window_size(
+                    limits.http2_connection_window_kb.saturating_mul(1024),
+                )
+                .max_send_buf_size(limits.http2_max_send_buffer_kb * 1024)
+                .keep_alive_interval(
+                    Some(limits.http2_keepalive_interval.get()).filter(|d| !d.is_zero()),
+                )
+                .keep_alive_timeout(limits.close_timeout.get())
         };
     }
     let mut auto = auto::Builder::new(TokioExecutor::new());
@@ -378,8 +397,12 @@ struct HttpSettings {
     header_timeout: Duration,
     /// Cancelled when a reload removes the listener: close like a drain.
     close: CancellationToken,
-    /// idle, header_read.
-    timeouts: [prometheus::IntCounter; 2],
+    /// A connection the proxy began to close is cut after this.
+    close_timeout: Duration,
+    /// A client that stops reading for this long loses the connection (HTTP/1.1).
+    stream_idle: Option<Duration>,
+    /// idle, header_read, stream_idle.
+    timeouts: [prometheus::IntCounter; 3],
     parked: prometheus::IntGauge,
 }
 
@@ -622,6 +645,7 @@ impl Connection {
                 Err(Side::Drain) => {
                     shutdown(conn.as_mut());
                     closing = true;
+                    cutoff.as_mut().reset(Instant::now() + drain_timeout);
                 }
                 Err(Side::Removed) => {
                     shutdown(conn.as_mut());
@@ -640,6 +664,9 @@ impl Connection {
                             http.timeouts[0].inc();
                             shutdown(conn.as_mut());
                             closing = true;
+                            // HTTP/2's graceful close waits for the client to answer a PING;
+                            // one that never does is cut.
+                            cutoff.as_mut().reset(Instant::now() + http.close_timeout);
                         }
                         Some(idle)
                             if park_after.is_some_and(|p| idle >= p) && tracker.parkable() =>
@@ -652,9 +679,26 @@ impl Connection {
                             shutdown(conn.as_mut());
                             closing = true;
                         }
+                        None if http
+                            .stream_idle
+                            .zip(tracker.blocked_for())
+                            .is_some_and(|(limit, blocked)| blocked >= limit) =>
+                        {
+                            // A client that stopped reading: nothing it is owed can reach it,
+                            // and dropping the connection frees its upstream side too.
+                            http.timeouts[2].inc();
+                            tracing::debug!("closing a connection whose client stopped reading");
+                            return Ended::Closed;
+                        }
                         _ => {
+                            let mut next = match (idle, http.stream_idle) {
+                                (None, Some(limit)) => limit
+                                    .saturating_sub(tracker.blocked_for().unwrap_or_default())
+                                    .max(Duration::from_millis(10)),
+                                _ => Duration::MAX,
+                            };
                             let idle = idle.unwrap_or_default();
-                            let mut next = timeout.map_or(Duration::MAX, |t| t - idle);
+                            next = next.min(timeout.map_or(Duration::MAX, |t| t - idle));
                             if let Some(p) = park_after {
                                 // Not parkable yet (a response still being written): look again.
                                 next = next.min(
@@ -785,9 +829,14 @@ pub struct ConnTracker {
     boundary_heads: AtomicU64,
     /// The last write to the client did not complete (hyper may hold unwritten bytes).
     write_blocked: AtomicBool,
+    /// Milliseconds since `epoch` at which writes last became blocked.
+    blocked_since_ms: AtomicU64,
     /// Set while an idle connection is being handed back by hyper: its shutdown is not passed
     /// to the socket.
     parking: AtomicBool,
+    /// The connection's place under `max_connections`, held until the last user of the
+    /// connection is gone: a tunnel (WebSocket, CONNECT) outlives hyper's connection task.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Default for ConnTracker {
@@ -806,7 +855,17 @@ impl ConnTracker {
             rejected_from: AtomicU64::new(u64::MAX),
             boundary_heads: AtomicU64::new(0),
             write_blocked: AtomicBool::new(false),
+            blocked_since_ms: AtomicU64::new(0),
             parking: AtomicBool::new(false),
+            _permit: None,
+        }
+    }
+
+    /// A tracker that holds the connection's `max_connections` permit.
+    pub fn holding(permit: tokio::sync::OwnedSemaphorePermit) -> ConnTracker {
+        ConnTracker {
+            _permit: Some(permit),
+            ..ConnTracker::new()
         }
     }
 
@@ -818,6 +877,20 @@ impl ConnTracker {
             tracker: self.clone(),
             ordinal,
         }
+    }
+
+    fn note_blocked(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.blocked_since_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// How long writes to the client have been blocked (a client that stopped reading).
+    fn blocked_for(&self) -> Option<Duration> {
+        if !self.write_blocked.load(Ordering::Relaxed) {
+            return None;
+        }
+        let since = Duration::from_millis(self.blocked_since_ms.load(Ordering::Relaxed));
+        Some(self.epoch.elapsed().saturating_sub(since))
     }
 
     /// How long the connection has had no request in flight; `None` while one is.

@@ -10,12 +10,9 @@ use crate::balancer::PickContext;
 use crate::cluster::Cluster;
 use crate::runtime::Runtime;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -112,61 +109,32 @@ pub async fn serve<S>(
     if !initial.is_empty() && upstream.write_all(&initial).await.is_err() {
         return;
     }
-    let activity = Arc::new(AtomicU64::new(0));
-    let epoch = Instant::now();
-    let mut client = Tracked {
-        inner: client,
-        activity: activity.clone(),
-        epoch,
+    let bounds = crate::relay::Bounds {
+        buffer: settings.buffer,
+        idle_timeout: settings.idle_timeout,
+        drain_timeout: snapshot.loaded.config.server.drain_timeout.get(),
     };
-    let mut upstream_t = Tracked {
-        inner: upstream,
-        activity: activity.clone(),
-        epoch,
-    };
-    let copy = tokio::io::copy_bidirectional_with_sizes(
-        &mut client,
-        &mut upstream_t,
-        settings.buffer,
-        settings.buffer,
-    );
-    tokio::pin!(copy);
-    let idle = tokio::time::sleep(settings.idle_timeout);
-    tokio::pin!(idle);
-    let drain_timeout = snapshot.loaded.config.server.drain_timeout.get();
-    let cutoff = tokio::time::sleep(Duration::MAX);
-    tokio::pin!(cutoff);
-    let mut closing = false;
-    let (to_up, to_down) = loop {
-        tokio::select! {
-            r = &mut copy => match r {
-                Ok(n) => break n,
-                Err(e) => {
-                    tracing::debug!(listener = %settings.listener, %peer, error = %e, "tcp connection ended with an error");
-                    break (0, 0);
-                }
-            },
-            _ = &mut idle => {
-                let last = Duration::from_nanos(activity.load(Ordering::Relaxed));
-                let quiet = epoch.elapsed().saturating_sub(last);
-                if quiet >= settings.idle_timeout {
-                    route.idle_timeouts.inc();
-                    tracing::debug!(listener = %settings.listener, %peer, "closing an idle tcp connection");
-                    break (0, 0);
-                }
-                idle.as_mut().reset(Instant::now() + (settings.idle_timeout - quiet));
-            }
-            _ = close.cancelled(), if !closing => {
-                closing = true;
-                cutoff.as_mut().reset(Instant::now() + drain_timeout);
-            }
-            _ = &mut cutoff => break (0, 0),
+    // A drain ends the connection at the drain timeout, counted and closed by us, rather than
+    // leaving it to be cut when the process exits.
+    let drain = runtime.shutdown.drain_token();
+    let counts = Arc::new(crate::relay::Counts::default());
+    let (end, moved) =
+        crate::relay::run(client, upstream, &bounds, &[&close, &drain], counts).await;
+    match end {
+        crate::relay::End::Idle => {
+            route.idle_timeouts.inc();
+            tracing::debug!(listener = %settings.listener, %peer, "closing an idle tcp connection");
         }
-    };
+        crate::relay::End::Cut => {
+            tracing::debug!(listener = %settings.listener, %peer, "closing a tcp connection at the drain timeout");
+        }
+        crate::relay::End::Closed => {}
+    }
     drop(in_flight);
-    // Bytes are counted when the connection ends (copy_bidirectional reports totals then).
-    route.bytes_to_upstream.inc_by(to_up + initial.len() as u64);
-    route.bytes_to_downstream.inc_by(to_down);
+    route
+        .bytes_to_upstream
+        .inc_by(moved.a_to_b + initial.len() as u64);
+    route.bytes_to_downstream.inc_by(moved.b_to_a);
     route.duration.observe(started.elapsed().as_secs_f64());
 }
 
@@ -242,53 +210,4 @@ async fn read_client_hello<S: AsyncRead + Unpin>(
         buf.extend_from_slice(&chunk[..n]);
     }
     Ok(())
-}
-
-/// A stream that stamps the time of its last read or write, for the idle timeout.
-struct Tracked<S> {
-    inner: S,
-    activity: Arc<AtomicU64>,
-    epoch: Instant,
-}
-
-impl<S> Tracked<S> {
-    fn touch(&self) {
-        self.activity
-            .store(self.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.touch();
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        r
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }

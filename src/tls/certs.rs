@@ -30,6 +30,33 @@ pub fn read_certs(key: &str, file: &Path) -> Result<Vec<CertificateDer<'static>>
     Ok(certs)
 }
 
+/// Certificate revocation lists from a PEM file (`X509 CRL` blocks).
+pub fn read_crls(
+    key: &str,
+    file: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, TlsError> {
+    let bytes = std::fs::read(file).map_err(|source| TlsError::Read {
+        key: key.into(),
+        file: file.into(),
+        source,
+    })?;
+    let crls: Vec<_> = rustls_pemfile::crls(&mut &bytes[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Invalid {
+            key: key.into(),
+            file: file.into(),
+            message: format!("bad PEM: {e}"),
+        })?;
+    if crls.is_empty() {
+        return Err(TlsError::Invalid {
+            key: key.into(),
+            file: file.into(),
+            message: "no X509 CRL block found".into(),
+        });
+    }
+    Ok(crls)
+}
+
 pub fn read_key(key: &str, file: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = std::fs::read(file).map_err(|source| TlsError::Read {
         key: key.into(),

@@ -120,6 +120,7 @@ impl TlsServer {
         let c = &self.cfg;
         let mut f = vec![resolve(&self.base, &c.cert), resolve(&self.base, &c.key)];
         f.extend(c.client_ca.iter().map(|p| resolve(&self.base, p)));
+        f.extend(c.crl.iter().map(|p| resolve(&self.base, p)));
         for s in &c.sni {
             f.push(resolve(&self.base, &s.cert));
             f.push(resolve(&self.base, &s.key));
@@ -181,13 +182,21 @@ impl TlsServer {
             Some(ca) => {
                 let key = format!("{p}.client_ca");
                 let roots = certs::root_store(&key, &resolve(&self.base, ca))?;
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), super::provider())
-                        .build()
-                        .map_err(|e| TlsError::Config {
-                            key,
-                            message: e.to_string(),
-                        })?;
+                let mut verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), super::provider());
+                if let Some(crl) = &c.crl {
+                    let crls = certs::read_crls(&format!("{p}.crl"), &resolve(&self.base, crl))?;
+                    // Only the client's own certificate is checked, and a CA the lists do not
+                    // cover is not refused for that: the lists name what is revoked.
+                    verifier = verifier
+                        .with_crls(crls)
+                        .only_check_end_entity_revocation()
+                        .allow_unknown_revocation_status();
+                }
+                let verifier = verifier.build().map_err(|e| TlsError::Config {
+                    key,
+                    message: e.to_string(),
+                })?;
                 builder
                     .with_client_cert_verifier(verifier)
                     .with_cert_resolver(resolver)
