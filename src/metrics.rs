@@ -286,7 +286,7 @@ impl Metrics {
             ),
             downstream_timeouts: counter(
                 DOWNSTREAM_TIMEOUTS_TOTAL,
-                "Client connections closed by a listener timeout: idle, header_read.",
+                "Client connections and requests ended by a listener timeout: idle, header_read, stream_idle.",
                 &["listener", "kind"],
             ),
             access_log_dropped: counter(

@@ -105,5 +105,11 @@ fn redaction_hides_credentials() {
     let c = parse(&text, "f.yaml", &no_env).unwrap();
     let y = redacted_yaml(&c);
     assert!(!y.contains("s3cret"), "{y}");
+    // Every header value is hidden unless named public.
+    assert!(y.contains("x-env: <redacted>"), "{y}");
+    let mut c = c;
+    c.admin.public_headers = vec!["X-Env".into()];
+    let y = redacted_yaml(&c);
     assert!(y.contains("x-env: prod"), "{y}");
+    assert!(!y.contains("s3cret"), "{y}");
 }

@@ -52,7 +52,7 @@ async fn http2_upstream_multiplexes_200_requests_over_at_most_the_configured_con
 }
 
 /// A WebSocket server that echoes every message, or on `/push` sends 1000 and closes itself.
-async fn websocket_upstream() -> SocketAddr {
+pub(crate) async fn websocket_upstream() -> SocketAddr {
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A TCP echo server that counts connections.
-async fn echo() -> (SocketAddr, Arc<AtomicUsize>) {
+pub(crate) async fn echo() -> (SocketAddr, Arc<AtomicUsize>) {
     raw_server(|mut s| async move {
         let (mut r, mut w) = s.split();
         let _ = tokio::io::copy(&mut r, &mut w).await;

@@ -10,18 +10,18 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-fn write(dir: &Path, name: &str, text: &str) {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap();
 }
 
 /// Writes `cert` as server.pem and server.key into `dir`.
-fn write_server_cert(dir: &Path, cert: &tls::Cert) {
+pub(crate) fn write_server_cert(dir: &Path, cert: &tls::Cert) {
     write(dir, "server.pem", &cert.pem);
     write(dir, "server.key", &cert.key_pem);
 }
 
 /// Starts a proxy from `config(up, tls_block, "")` written into `dir`.
-async fn start_in(dir: &Path, up: &Upstream, tls_block: &str) -> Proxy {
+pub(crate) async fn start_in(dir: &Path, up: &Upstream, tls_block: &str) -> Proxy {
     write(dir, "outrigger.yaml", &config(up, tls_block, ""));
     Proxy::start_file(&dir.join("outrigger.yaml")).await
 }
@@ -46,15 +46,15 @@ clusters:
     )
 }
 
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     version: http::Version,
     headers: http::HeaderMap,
     body: String,
 }
 
 /// One GET over TLS: (the server certificate presented, the reply).
-async fn get_tls(
+pub(crate) async fn get_tls(
     addr: SocketAddr,
     connector: &tokio_rustls::TlsConnector,
     name: &str,

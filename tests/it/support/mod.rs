@@ -164,6 +164,12 @@ pub struct H1 {
 impl H1 {
     pub async fn connect(addr: SocketAddr) -> H1 {
         let stream = TcpStream::connect(addr).await.expect("connect to proxy");
+        H1::from_stream(stream).await
+    }
+
+    /// A client on a connected stream (e.g. one bound to a chosen source address).
+    pub async fn from_stream(stream: TcpStream) -> H1 {
+        let addr = stream.peer_addr().expect("peer address");
         stream.set_nodelay(true).ok();
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await

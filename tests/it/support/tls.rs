@@ -91,6 +91,37 @@ impl Ca {
 
     /// A leaf for DNS `names` (and an optional URI SAN such as a SPIFFE ID).
     pub fn issue(&self, names: &[&str], uri: Option<&str>) -> Cert {
+        self.issue_serial(names, uri, None)
+    }
+
+    /// A PEM CRL signed by this CA that revokes the certificates with `serials`.
+    pub fn crl(&self, serials: &[u64]) -> String {
+        let revoked = serials
+            .iter()
+            .map(|s| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(*s),
+                revocation_time: rcgen::date_time_ymd(2025, 1, 1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2025, 1, 1),
+            next_update: rcgen::date_time_ymd(2040, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.cert, &self.key)
+            .unwrap()
+            .pem()
+            .unwrap()
+    }
+
+    /// A leaf with a chosen serial number (for revocation tests).
+    pub fn issue_serial(&self, names: &[&str], uri: Option<&str>, serial: Option<u64>) -> Cert {
         let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
@@ -102,6 +133,9 @@ impl Ca {
             params.subject_alt_names.push(rcgen::SanType::URI(
                 rcgen::Ia5String::try_from(u.to_string()).unwrap(),
             ));
+        }
+        if let Some(n) = serial {
+            params.serial_number = Some(rcgen::SerialNumber::from(n));
         }
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
