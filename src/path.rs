@@ -18,6 +18,10 @@ pub struct PathPolicy {
 pub enum PathError {
     #[error("encoded slash (%2F or %5C) in the path")]
     EscapedSlash,
+    /// A `%` not followed by two hex digits (RFC 3986 §2.1): decoding around it could make
+    /// a new escape that a second decoder reads differently.
+    #[error("malformed percent-encoding in the path")]
+    BadEscape,
 }
 
 impl PathPolicy {
@@ -58,7 +62,8 @@ fn hex(c: u8) -> Option<u8> {
 /// else stays encoded, with its hex digits upper-cased (§6.2.2.1).
 fn decode(path: &str, p: &PathPolicy) -> Result<String, PathError> {
     let b = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
+    // Bytes, not chars: only ASCII escapes are replaced (by ASCII), so UTF-8 stays intact.
+    let mut out = Vec::with_capacity(path.len());
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -70,7 +75,7 @@ fn decode(path: &str, p: &PathPolicy) -> Result<String, PathError> {
                     match p.escaped_slashes {
                         EscapedSlashes::Reject => return Err(PathError::EscapedSlash),
                         EscapedSlashes::Unescape => {
-                            out.push('/');
+                            out.push(b'/');
                             i += 3;
                             continue;
                         }
@@ -80,20 +85,26 @@ fn decode(path: &str, p: &PathPolicy) -> Result<String, PathError> {
                 let unreserved =
                     v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~');
                 if unreserved && p.normalize {
-                    out.push(v as char);
+                    out.push(v);
                 } else {
-                    out.push('%');
-                    out.push(b[i + 1].to_ascii_uppercase() as char);
-                    out.push(b[i + 2].to_ascii_uppercase() as char);
+                    out.extend_from_slice(&[
+                        b'%',
+                        b[i + 1].to_ascii_uppercase(),
+                        b[i + 2].to_ascii_uppercase(),
+                    ]);
                 }
                 i += 3;
                 continue;
             }
         }
-        out.push(c as char);
+        if c == b'%' {
+            return Err(PathError::BadEscape);
+        }
+        out.push(c);
         i += 1;
     }
-    Ok(out)
+    Ok(String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 /// RFC 3986 §5.2.4 on an absolute path; the result always starts with `/`.
@@ -170,7 +181,10 @@ mod tests {
         assert_eq!(n("/a%41%7e"), "/aA~");
         assert_eq!(n("/a%3f"), "/a%3F");
         assert_eq!(n("/a//b"), "/a//b");
-        assert_eq!(n("/100%"), "/100%");
+        assert_eq!(p.apply("/100%"), Err(PathError::BadEscape));
+        assert_eq!(p.apply("/%a%33"), Err(PathError::BadEscape));
+        // Found by the fuzz target: bytes beyond ASCII pass through unchanged.
+        assert_eq!(n("/\u{1}F\u{6db}%41"), "/\u{1}F\u{6db}A");
     }
 
     #[test]

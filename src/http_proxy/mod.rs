@@ -138,9 +138,12 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
                         );
                     }
                 }
-                Err(_) => {
+                Err(e) => {
                     break 'answer (
-                        Err(ProxyError::BadRequest("encoded slash in the path")),
+                        Err(ProxyError::BadRequest(match e {
+                            crate::path::PathError::EscapedSlash => "encoded slash in the path",
+                            crate::path::PathError::BadEscape => "malformed percent-encoding",
+                        })),
                         None,
                         None,
                         1,

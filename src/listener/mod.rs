@@ -8,6 +8,8 @@
 
 mod framing;
 
+pub use framing::shadow as framing_shadow;
+
 use crate::config::{ListenerConfig, ListenerProtocol};
 use crate::http_proxy::{self, Downstream};
 use crate::runtime::Runtime;
