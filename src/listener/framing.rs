@@ -390,6 +390,23 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
     }
 }
 
+/// Feeds `data` through a guard's shadow parser in reads cut at `splits` (positions into
+/// `data`), as a connection would see it: the entry point of the framing guard's fuzz target
+/// and of property tests. Returns (request heads seen, ordinal of the first refused one).
+pub fn shadow(data: &[u8], splits: &[usize], max_head: usize) -> (u64, Option<u64>) {
+    let tracker = Arc::new(ConnTracker::new());
+    let mut guard = FramingGuard::new((), tracker.clone(), max_head);
+    let mut at = 0;
+    for &cut in splits.iter().chain(std::iter::once(&data.len())) {
+        let cut = cut.clamp(at, data.len());
+        guard.observe(&data[at..cut]);
+        guard.publish_boundary();
+        at = cut;
+    }
+    let rejected = tracker.rejected_from.load(Ordering::Relaxed);
+    (guard.heads, (rejected != u64::MAX).then_some(rejected))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,19 +466,3 @@ GET /c HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
     }
 }
 
-/// Feeds `data` through a guard's shadow parser in reads cut at `splits` (positions into
-/// `data`), as a connection would see it: the entry point of the framing guard's fuzz target
-/// and of property tests. Returns (request heads seen, ordinal of the first refused one).
-pub fn shadow(data: &[u8], splits: &[usize], max_head: usize) -> (u64, Option<u64>) {
-    let tracker = Arc::new(ConnTracker::new());
-    let mut guard = FramingGuard::new((), tracker.clone(), max_head);
-    let mut at = 0;
-    for &cut in splits.iter().chain(std::iter::once(&data.len())) {
-        let cut = cut.clamp(at, data.len());
-        guard.observe(&data[at..cut]);
-        guard.publish_boundary();
-        at = cut;
-    }
-    let rejected = tracker.rejected_from.load(Ordering::Relaxed);
-    (guard.heads, (rejected != u64::MAX).then_some(rejected))
-}

@@ -38,10 +38,21 @@ fn kubernetes_manifests_validate_and_embed_a_valid_config() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
         let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-        if doc["kind"] == "ServiceMonitor" {
+        if doc["kind"] == "PodMonitor" {
             // A CRD: no Kubernetes schema to check it against; its shape is checked here.
-            assert_eq!(doc["spec"]["endpoints"][0]["port"], "admin");
+            assert_eq!(doc["spec"]["podMetricsEndpoints"][0]["port"], "admin");
             continue;
+        }
+        if doc["kind"] == "Service" {
+            // The admin server is reached on the pod (probes, scraping), never through a Service.
+            let ports = doc["spec"]["ports"].as_sequence().unwrap();
+            assert!(
+                ports
+                    .iter()
+                    .all(|p| p["name"] != "admin" && p["port"] != 9901),
+                "{}: the admin port is on a Service",
+                path.display()
+            );
         }
         let (ok, out) = run(Command::new(&kv).arg("--strict").arg(&path));
         assert!(ok && out.contains("passed"), "{}: {out}", path.display());
