@@ -318,11 +318,14 @@ impl ResponseBody {
         self
     }
 
-    /// Bounds the wait for each frame of an upstream body.
-    pub(crate) fn with_idle_timeout(mut self, idle: Option<IdleTimer>) -> ResponseBody {
-        // A body that has already ended (most small ones) has nothing to wait for.
+    /// Bounds the wait for each frame of an upstream body; `idle` is asked only for a body
+    /// that can still wait (most small ones have already ended).
+    pub(crate) fn with_idle_timeout(
+        mut self,
+        idle: impl FnOnce() -> Option<IdleTimer>,
+    ) -> ResponseBody {
         if matches!(&self.kind, Kind::Upstream(b) if !b.is_end_stream()) {
-            self.idle = idle;
+            self.idle = idle();
         }
         self
     }

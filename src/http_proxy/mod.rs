@@ -271,7 +271,11 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
             info: log.is_some() || grpc,
         };
         // An empty body (most GETs) has nothing to wait for.
-        let idle = idle_timer(listener).filter(|_| !body.is_end_stream());
+        let idle = if body.is_end_stream() {
+            None
+        } else {
+            idle_timer(listener)
+        };
         let upstream_body = match &received {
             Some(n) => RequestBody::Counted(body, n.clone(), idle),
             None => RequestBody::Incoming(body, idle),
@@ -415,7 +419,10 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
         resp.headers_mut()
             .insert(forward::X_OUTRIGGER_ATTEMPT_COUNT.clone(), attempts.into());
     }
-    let resp = resp.map(|b| b.with_guard(active).with_idle_timeout(idle_timer(listener)));
+    let resp = resp.map(|b| {
+        b.with_guard(active)
+            .with_idle_timeout(|| idle_timer(listener))
+    });
     match log {
         None => resp,
         Some(mut pending) => {

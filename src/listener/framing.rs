@@ -465,4 +465,3 @@ GET /c HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(t.first_rejected(), None);
     }
 }
-

@@ -228,3 +228,47 @@ async fn a_tcp_listener_at_its_limit_closes_without_writing_a_byte() {
     assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
     assert!(start.elapsed() < Duration::from_millis(500));
 }
+
+#[tokio::test]
+async fn a_websocket_is_served_through_the_drain_and_cut_at_its_timeout() {
+    let up = crate::protocols::websocket_upstream().await;
+    let proxy = Proxy::start(&format!(
+        "server: {{ drain_timeout: 600ms }}\n{}",
+        ws_config(up, "", "")
+    ))
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/echo", proxy.addr()))
+        .await
+        .unwrap();
+    let runtime = proxy.server.runtime().clone();
+    runtime.shutdown.request();
+    let start = Instant::now();
+    let drained = tokio::spawn({
+        let runtime = runtime.clone();
+        async move {
+            runtime
+                .shutdown
+                .drain(Duration::ZERO, Duration::from_millis(600))
+                .await
+        }
+    });
+    // The drain waits for the tunnel (it is a tracked task), which still carries messages ...
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ws.send(Message::text("during the drain")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("during the drain")
+    );
+    assert!(!drained.is_finished());
+    // ... until the drain timeout, when the proxy closes it.
+    let end = tokio::time::timeout(Duration::from_secs(3), ws.next()).await;
+    assert!(matches!(end, Ok(None | Some(Err(_)))), "{end:?}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(3), drained)
+        .await
+        .unwrap();
+}
