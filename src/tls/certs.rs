@@ -8,26 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub fn read_certs(key: &str, file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = std::fs::read(file).map_err(|source| TlsError::Read {
-        key: key.into(),
-        file: file.into(),
-        source,
-    })?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &bytes[..])
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Invalid {
-            key: key.into(),
-            file: file.into(),
-            message: format!("bad PEM: {e}"),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::Invalid {
-            key: key.into(),
-            file: file.into(),
-            message: "no CERTIFICATE block found".into(),
-        });
-    }
-    Ok(certs)
+    read_blocks(key, file, "CERTIFICATE", |mut b| {
+        rustls_pemfile::certs(&mut b).collect()
+    })
 }
 
 /// Certificate revocation lists from a PEM file (`X509 CRL` blocks).
@@ -35,26 +18,33 @@ pub fn read_crls(
     key: &str,
     file: &Path,
 ) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, TlsError> {
+    read_blocks(key, file, "X509 CRL", |mut b| {
+        rustls_pemfile::crls(&mut b).collect()
+    })
+}
+
+/// Every `label` block of a PEM file, at least one; errors name the key and the file.
+fn read_blocks<T>(
+    key: &str,
+    file: &Path,
+    label: &str,
+    parse: impl FnOnce(&[u8]) -> std::io::Result<Vec<T>>,
+) -> Result<Vec<T>, TlsError> {
     let bytes = std::fs::read(file).map_err(|source| TlsError::Read {
         key: key.into(),
         file: file.into(),
         source,
     })?;
-    let crls: Vec<_> = rustls_pemfile::crls(&mut &bytes[..])
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Invalid {
-            key: key.into(),
-            file: file.into(),
-            message: format!("bad PEM: {e}"),
-        })?;
-    if crls.is_empty() {
-        return Err(TlsError::Invalid {
-            key: key.into(),
-            file: file.into(),
-            message: "no X509 CRL block found".into(),
-        });
+    let invalid = |message: String| TlsError::Invalid {
+        key: key.into(),
+        file: file.into(),
+        message,
+    };
+    let blocks = parse(&bytes).map_err(|e| invalid(format!("bad PEM: {e}")))?;
+    if blocks.is_empty() {
+        return Err(invalid(format!("no {label} block found")));
     }
-    Ok(crls)
+    Ok(blocks)
 }
 
 pub fn read_key(key: &str, file: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {

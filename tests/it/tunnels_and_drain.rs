@@ -11,6 +11,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
+/// Requests shutdown and runs the drain (no delay, then `timeout`) as the binary does; the
+/// task's result says whether every connection finished in time.
+fn drain(proxy: &Proxy, timeout: Duration) -> tokio::task::JoinHandle<bool> {
+    let runtime = proxy.server.runtime().clone();
+    runtime.shutdown.request();
+    tokio::spawn(async move { runtime.shutdown.drain(Duration::ZERO, timeout).await })
+}
+
 fn ws_config(upstream: std::net::SocketAddr, limits: &str, route_extra: &str) -> String {
     format!(
         r#"
@@ -119,17 +127,7 @@ async fn a_drain_refuses_new_connections_at_once_and_finishes_in_flight_ones() {
         async move { (n == 1).then_some(()) }
     })
     .await;
-    let runtime = proxy.server.runtime().clone();
-    runtime.shutdown.request();
-    let drained = tokio::spawn({
-        let runtime = runtime.clone();
-        async move {
-            runtime
-                .shutdown
-                .drain(Duration::ZERO, Duration::from_secs(5))
-                .await
-        }
-    });
+    let drained = drain(&proxy, Duration::from_secs(5));
     let refused =
         crate::support::eventually(Duration::from_secs(2), "connection refused", || async {
             let t = Instant::now();
@@ -172,18 +170,8 @@ async fn tcp_connections_take_part_in_the_drain() {
     let mut buf = [0u8; 5];
     c.write_all(b"hello").await.unwrap();
     c.read_exact(&mut buf).await.unwrap();
-    let runtime = proxy.server.runtime().clone();
-    runtime.shutdown.request();
     let start = Instant::now();
-    let drained = tokio::spawn({
-        let runtime = runtime.clone();
-        async move {
-            runtime
-                .shutdown
-                .drain(Duration::ZERO, Duration::from_millis(600))
-                .await
-        }
-    });
+    let drained = drain(&proxy, Duration::from_millis(600));
     // Still served during the drain ...
     tokio::time::sleep(Duration::from_millis(100)).await;
     c.write_all(b"again").await.unwrap();
@@ -240,18 +228,8 @@ async fn a_websocket_is_served_through_the_drain_and_cut_at_its_timeout() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/echo", proxy.addr()))
         .await
         .unwrap();
-    let runtime = proxy.server.runtime().clone();
-    runtime.shutdown.request();
     let start = Instant::now();
-    let drained = tokio::spawn({
-        let runtime = runtime.clone();
-        async move {
-            runtime
-                .shutdown
-                .drain(Duration::ZERO, Duration::from_millis(600))
-                .await
-        }
-    });
+    let drained = drain(&proxy, Duration::from_millis(600));
     // The drain waits for the tunnel (it is a tracked task), which still carries messages ...
     tokio::time::sleep(Duration::from_millis(100)).await;
     ws.send(Message::text("during the drain")).await.unwrap();
