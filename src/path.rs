@@ -4,7 +4,19 @@
 //! `/public/../admin` or `/public/%2e%2e/admin` would match a `/public` route and reach
 //! `/admin` upstream.
 
-use crate::config::EscapedSlashes;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// 400: an encoded slash lets a path mean one thing to the router and another upstream.
+    #[default]
+    Reject,
+    /// Pass them through as they are.
+    Keep,
+    /// Decode them to `/` and `\` before normalising and routing.
+    Unescape,
+}
 
 /// A listener's path settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

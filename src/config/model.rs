@@ -3,6 +3,8 @@
 //! cross-field rules live in `validate.rs`.
 
 use super::units::{Cidr, ConfigDuration};
+/// Lives with the normaliser (a leaf module), so that it imports nothing.
+pub use crate::path::EscapedSlashes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -154,18 +156,6 @@ pub enum RequestIdMode {
     Trusted,
     /// Always make a new one.
     Replace,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum EscapedSlashes {
-    /// 400: an encoded slash lets a path mean one thing to the router and another upstream.
-    #[default]
-    Reject,
-    /// Pass them through as they are.
-    Keep,
-    /// Decode them to `/` and `\` before normalising and routing.
-    Unescape,
 }
 
 fn default_connect_attempts() -> u32 {
