@@ -1,5 +1,5 @@
 //! The admin server (default 127.0.0.1:9901): `GET /metrics /ready /healthz /config /clusters
-//! /listeners`, `POST /reload /shutdown`. It stays up through draining so probes and scrapes
+//! /listeners /logging`, `POST /reload /shutdown /logging`. It stays up through draining so probes and scrapes
 //! keep working.
 //!
 //! Its security model, as linkerd's: reads answer whoever reaches the bound address (so it can
@@ -106,7 +106,7 @@ impl Denied {
 
 /// The endpoints that change state.
 fn mutates(path: &str) -> bool {
-    matches!(path, "/reload" | "/shutdown")
+    matches!(path, "/reload" | "/shutdown" | "/logging")
 }
 
 /// Whether `Host` names this server: `localhost`, a loopback address, the address the
@@ -273,12 +273,58 @@ pub async fn handle(
             runtime.shutdown.request();
             text(StatusCode::OK, "shutting down\n")
         }
+        "/logging" if get => match crate::logging::filter() {
+            Ok(f) => text(StatusCode::OK, format!("{f}\n")),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        },
+        "/logging" if post => set_logging(req.uri().query().unwrap_or("")),
         "/metrics" | "/ready" | "/healthz" | "/config" | "/clusters" | "/listeners" | "/reload"
-        | "/shutdown" => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        | "/shutdown" | "/logging" => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /metrics /ready /healthz /config /clusters /listeners\n",
+            "not found; try /metrics /ready /healthz /config /clusters /listeners /logging\n",
         ),
+    }
+}
+
+/// `POST /logging?level=debug` sets every target to one level; `?filter=info,outrigger::health=debug`
+/// sets `RUST_LOG`-style directives.
+fn set_logging(query: &str) -> Response<Full<Bytes>> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let mut wanted = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let v = v.into_owned();
+        match k.as_ref() {
+            "level" if LEVELS.contains(&v.to_ascii_lowercase().as_str()) => {
+                wanted = Some(v.to_ascii_lowercase())
+            }
+            "level" => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("level {v:?} is not one of {}\n", LEVELS.join(", ")),
+                )
+            }
+            "filter" => wanted = Some(v),
+            _ => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown parameter {k:?}; use level=LEVEL or filter=DIRECTIVES\n"),
+                )
+            }
+        }
+    }
+    let Some(wanted) = wanted else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "give level=LEVEL or filter=DIRECTIVES\n",
+        );
+    };
+    match crate::logging::set_filter(&wanted) {
+        Ok(()) => text(StatusCode::OK, format!("{wanted}\n")),
+        Err(e @ crate::logging::LoggingError::NotInstalled) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))
+        }
+        Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     }
 }
 

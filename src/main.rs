@@ -10,7 +10,7 @@ mod memory;
 #[derive(Parser)]
 #[command(
     name = "outrigger",
-    version,
+    version = outrigger::build_info::LONG_VERSION,
     about = "A load-balancing sidecar proxy",
     args_conflicts_with_subcommands = true
 )]
@@ -64,27 +64,26 @@ enum LogFormat {
     Json,
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => b.init(),
-        LogFormat::Json => b.json().init(),
-    }
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() && json_asked() => {
+            let line = serde_json::json!({"level": "ERROR", "fields": {"message": "invalid arguments", "error": e.render().to_string()}, "target": "outrigger"});
+            eprintln!("{line}");
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     if cli.print_default_config {
         print!("{}", outrigger::demo::EXAMPLE_CONFIG);
         return ExitCode::SUCCESS;
     }
-    init_logging(cli.log_format);
+    let json = matches!(cli.log_format, LogFormat::Json);
+    outrigger::logging::init(if json {
+        outrigger::logging::Format::Json
+    } else {
+        outrigger::logging::Format::Text
+    });
     let result = match cli.command {
         Some(Command::Await {
             admin,
@@ -95,10 +94,10 @@ fn main() -> ExitCode {
             .and_then(|exe| std::fs::copy(exe, &path))
             .map(|_| ExitCode::SUCCESS)
             .with_context(|| format!("cannot copy outrigger to {}", path.display())),
-        Some(Command::Validate { config }) => validate(&config),
+        Some(Command::Validate { config }) => validate(&config, json),
         Some(Command::Demo { config: Some(path) }) => outrigger::config::load(&path)
             .map_err(anyhow::Error::from)
-            .and_then(|l| serve(l, true)),
+            .and_then(|l| serve(l, true, json)),
         Some(Command::Demo { config: None }) => {
             let loaded =
                 outrigger::config::parse(outrigger::demo::DEMO_CONFIG, "config/demo.yaml", &|k| {
@@ -110,12 +109,12 @@ fn main() -> ExitCode {
                     base_dir: ".".into(),
                 })
                 .map_err(anyhow::Error::from);
-            loaded.and_then(|l| serve(l, true))
+            loaded.and_then(|l| serve(l, true, json))
         }
         None => match cli.config {
             Some(path) => outrigger::config::load(&path)
                 .map_err(anyhow::Error::from)
-                .and_then(|l| serve(l, false)),
+                .and_then(|l| serve(l, false, json)),
             None => Err(anyhow::anyhow!(
                 "no config given: run `outrigger --config FILE` (or `outrigger demo`)"
             )),
@@ -123,11 +122,26 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // Under JSON the fatal error is a log line like every other, so a log pipeline that
+        // parses each line keeps it.
+        Err(e) if json => {
+            tracing::error!(error = %format!("{e:#}"), "fatal");
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("outrigger: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+/// `--log-format json` on a command line that clap refused, so even that error is JSON.
+fn json_asked() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--log-format=json")
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--log-format" && w[1] == "json")
 }
 
 /// Polls GET /ready on the admin address, then replaces this process with `command`.
@@ -167,7 +181,7 @@ fn await_ready(
     Err(anyhow::Error::from(err).context(format!("cannot run {program}")))
 }
 
-fn validate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn validate(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     match outrigger::config::load(path) {
         Ok(l) => {
             let c = &l.config;
@@ -181,6 +195,10 @@ fn validate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Err(e) if json => {
+            tracing::error!(error = %e, "invalid config");
+            Ok(ExitCode::from(1))
+        }
         Err(e) => {
             eprintln!("{e}");
             Ok(ExitCode::from(1))
@@ -188,17 +206,21 @@ fn validate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn serve(loaded: outrigger::config::LoadedConfig, demo: bool) -> anyhow::Result<ExitCode> {
-    let workers = match loaded.config.server.worker_threads {
-        0 => std::env::var("TOKIO_WORKER_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            // A bad or zero value falls back to the core count rather than failing the start.
-            .filter(|&n: &usize| n > 0)
-            .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-            .unwrap_or(1),
-        n => n,
-    };
+fn serve(
+    loaded: outrigger::config::LoadedConfig,
+    demo: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    // OUTRIGGER_CGROUP_ROOT points at another cgroup mount (tests use a fake one).
+    let cgroup_root = std::env::var_os("OUTRIGGER_CGROUP_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup"));
+    let choice = outrigger::cpus::worker_threads(
+        loaded.config.server.worker_threads,
+        std::env::var("TOKIO_WORKER_THREADS").ok().as_deref(),
+        &cgroup_root,
+    );
+    let workers = choice.threads;
     // One worker (the usual sidecar with one core): a single-threaded scheduler, as
     // linkerd2-proxy does, without the work-stealing scheduler's cross-thread bookkeeping on
     // each wake-up and park (callgrind: 40,661 -> 39,662 instructions per HTTP/1.1 request).
@@ -215,6 +237,7 @@ fn serve(loaded: outrigger::config::LoadedConfig, demo: bool) -> anyhow::Result<
         .context("cannot start the tokio runtime")?;
     memory::spawn_trimmer();
     rt.block_on(async move {
+        tracing::info!(threads = workers, source = %choice.source, "worker threads");
         if demo {
             let addrs: Vec<std::net::SocketAddr> = (18081..=18083).map(|p| ([127, 0, 0, 1], p).into()).collect();
             outrigger::demo::spawn_upstreams(&addrs)
@@ -224,7 +247,8 @@ fn serve(loaded: outrigger::config::LoadedConfig, demo: bool) -> anyhow::Result<
         let server = outrigger::Server::start(loaded).await?;
         if demo {
             let a = server.runtime().snapshot().loaded.config.listeners.first().and_then(|l| server.listener_addr(&l.name)).map(|a| a.to_string()).unwrap_or_default();
-            eprintln!("\noutrigger demo is running. Try:\n  curl -s http://{a}/            (round robin over two upstreams)\n  curl -s http://{a}/canary      (90/10 split)\n  curl -s http://{}/clusters\n  curl -s http://{}/metrics\nCtrl-C drains and stops.\n", server.admin_addr(), server.admin_addr());
+            tracing::info!(listener = %a, admin = %server.admin_addr(), "demo running");
+            if !json { eprintln!("\noutrigger demo is running. Try:\n  curl -s http://{a}/            (round robin over two upstreams)\n  curl -s http://{a}/canary      (90/10 split)\n  curl -s http://{}/clusters\n  curl -s http://{}/metrics\nCtrl-C drains and stops.\n", server.admin_addr(), server.admin_addr()); }
         }
         spawn_signal_handlers(server.runtime().clone(), server.reloader().clone())?;
         let drained = server.run().await;

@@ -188,10 +188,15 @@ impl Metrics {
         };
         let build_info = gauge(
             BUILD_INFO,
-            "Always 1; the version label names the running build.",
-            &["version"],
+            "Always 1; the labels name the running build (as `outrigger --version` prints it).",
+            &["version", "commit", "flavour", "linkage"],
         )
-        .with_label_values(&[env!("CARGO_PKG_VERSION")]);
+        .with_label_values(&[
+            crate::build_info::VERSION,
+            crate::build_info::COMMIT,
+            crate::build_info::FLAVOUR,
+            crate::build_info::LINKAGE,
+        ]);
         build_info.set(1);
         Metrics {
             downstream_requests: counter(

@@ -16,7 +16,7 @@ use crate::config::{ClusterConfig, HashOnConfig, LbPolicy};
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use prometheus::{Histogram, IntCounter, IntGauge};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -567,10 +567,10 @@ fn resolve(address: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = address.parse::<SocketAddr>() {
         return Ok(a);
     }
-    split_host_port(address)?;
-    address
-        .to_socket_addrs()
+    let (host, port) = split_host_port(address)?;
+    crate::resolve::lookup_blocking(host, port)
         .map_err(|e| e.to_string())?
+        .into_iter()
         .next()
         .ok_or_else(|| "no addresses".to_string())
 }

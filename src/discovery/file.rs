@@ -57,15 +57,9 @@ impl FileSource {
             }
             let addresses: Vec<SocketAddr> = match e.address.parse::<SocketAddr>() {
                 Ok(a) => vec![a],
-                Err(_) => tokio::net::lookup_host((host, port))
+                Err(_) => crate::resolve::lookup(host, port)
                     .await
-                    .map_err(|err| {
-                        self.error(format!(
-                            "[{i}].address: cannot resolve {:?}: {err}",
-                            e.address
-                        ))
-                    })?
-                    .collect(),
+                    .map_err(|err| self.error(format!("[{i}].address: {err}")))?,
             };
             for address in addresses {
                 let mut t = Target::new(address, e.weight, host.to_owned());
