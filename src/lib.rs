@@ -83,7 +83,9 @@ impl Server {
     /// picks a free one: see `listener_addr`), and starts serving. Must run inside a tokio
     /// runtime.
     pub async fn start(loaded: LoadedConfig) -> Result<Server, StartError> {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::with_per_endpoint(
+            loaded.config.metrics.per_endpoint,
+        ));
         let snapshot = Snapshot::build(loaded, None, &metrics, 1)?;
         let cfg = snapshot.loaded.config.clone();
         let admin_socket = tokio::net::TcpListener::bind(&cfg.admin.address)

@@ -150,8 +150,42 @@ pub fn code_class_index(status: u16) -> usize {
 }
 
 impl Metrics {
+    /// Every family, per-endpoint series included.
     pub fn new() -> Metrics {
+        Metrics::with_per_endpoint(true)
+    }
+
+    /// `per_endpoint: false` (`metrics.per_endpoint` in the config) leaves the series labelled
+    /// by endpoint out of the exposition, as large fleets run Envoy: endpoints still keep
+    /// their values (balancers read them), they are just not exported.
+    pub fn with_per_endpoint(per_endpoint: bool) -> Metrics {
+        let m = Metrics::build();
+        if !per_endpoint {
+            let families: [Box<dyn prometheus::core::Collector>; 5] = [
+                Box::new(m.upstream_endpoint_healthy.clone()),
+                Box::new(m.upstream_requests.clone()),
+                Box::new(m.endpoint_ewma.clone()),
+                Box::new(m.endpoint_in_flight.clone()),
+                Box::new(m.endpoint_effective_weight.clone()),
+            ];
+            for f in families {
+                // Each was registered by `build`, so this cannot fail.
+                let _ = m.registry.unregister(f);
+            }
+        }
+        m
+    }
+
+    fn build() -> Metrics {
         let registry = Registry::new();
+        // CPU seconds, resident memory, open and maximum fds, start time: `process_*`, the
+        // names every Prometheus client library exports.
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metrics register once");
         fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
             // Registration only fails on a duplicate name, which the constants above rule out.
             r.register(Box::new(c.clone()))
@@ -326,7 +360,7 @@ impl Metrics {
             ),
             tcp_bytes: counter(
                 TCP_BYTES_TOTAL,
-                "Bytes carried by TCP listeners, by direction (to_upstream, to_downstream), counted when a connection ends.",
+                "Bytes carried by TCP listeners, by direction (to_upstream, to_downstream), counted while a connection is open (every 2 s) and when it ends.",
                 &["listener", "direction"],
             ),
             tcp_duration: reg(

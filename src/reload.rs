@@ -154,6 +154,24 @@ impl Reloader {
             old.generation + 1,
         )?;
         let cfg = &snapshot.loaded.config;
+        for (key, changed) in [
+            (
+                "admin.address",
+                cfg.admin.address != old.loaded.config.admin.address,
+            ),
+            (
+                "metrics.per_endpoint",
+                cfg.metrics.per_endpoint != old.loaded.config.metrics.per_endpoint,
+            ),
+            (
+                "server.worker_threads",
+                cfg.server.worker_threads != old.loaded.config.server.worker_threads,
+            ),
+        ] {
+            if changed {
+                tracing::warn!(key, "changed, but takes effect only at the next start");
+            }
+        }
 
         // Listeners: reuse a running socket when the address is the same; bind the rest now,
         // before the store, so a bind failure changes nothing.

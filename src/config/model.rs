@@ -16,9 +16,26 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     pub listeners: Vec<ListenerConfig>,
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
+}
+
+/// What `/metrics` exports.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Series labelled by endpoint (health, responses, latency, in flight, weight). Off, a
+    /// cluster's series count no longer grows with its endpoints. Read at start.
+    pub per_endpoint: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { per_endpoint: true }
+    }
 }
 
 /// Process-wide settings.

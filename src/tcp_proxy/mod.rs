@@ -17,6 +17,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// How often an open connection's byte counts are added to `outrigger_tcp_bytes_total`.
+const BYTES_FLUSH: Duration = Duration::from_secs(2);
+
 /// What a TCP listener's connections are served with.
 pub struct TcpSettings {
     pub listener: Arc<str>,
@@ -118,8 +121,29 @@ pub async fn serve<S>(
     // leaving it to be cut when the process exits.
     let drain = runtime.shutdown.drain_token();
     let counts = Arc::new(crate::relay::Counts::default());
-    let (end, moved) =
-        crate::relay::run(client, upstream, &bounds, &[&close, &drain], counts).await;
+    route.bytes_to_upstream.inc_by(initial.len() as u64);
+    // The byte counters move while the connection is open, so a long-lived connection's
+    // traffic shows in a rate rather than as one step when it closes.
+    let mut flushed = crate::relay::Moved::default();
+    let flush = |flushed: &mut crate::relay::Moved, now: crate::relay::Moved| {
+        route.bytes_to_upstream.inc_by(now.a_to_b - flushed.a_to_b);
+        route
+            .bytes_to_downstream
+            .inc_by(now.b_to_a - flushed.b_to_a);
+        *flushed = now;
+    };
+    let stops = [&close, &drain];
+    let relay = crate::relay::run(client, upstream, &bounds, &stops, counts.clone());
+    tokio::pin!(relay);
+    let mut tick = tokio::time::interval_at(Instant::now() + BYTES_FLUSH, BYTES_FLUSH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (end, moved) = loop {
+        tokio::select! {
+            done = &mut relay => break done,
+            _ = tick.tick() => flush(&mut flushed, counts.moved()),
+        }
+    };
+    flush(&mut flushed, moved);
     match end {
         crate::relay::End::Idle => {
             route.idle_timeouts.inc();
@@ -131,10 +155,6 @@ pub async fn serve<S>(
         crate::relay::End::Closed => {}
     }
     drop(in_flight);
-    route
-        .bytes_to_upstream
-        .inc_by(moved.a_to_b + initial.len() as u64);
-    route.bytes_to_downstream.inc_by(moved.b_to_a);
     route.duration.observe(started.elapsed().as_secs_f64());
 }
 

@@ -6,6 +6,7 @@ mod access_log;
 mod admin;
 mod admin_security;
 mod balancing;
+mod citizen;
 mod config_errors;
 mod deadlines;
 mod deploy;
