@@ -2,6 +2,10 @@
 # A profile-guided (PGO) release build of outrigger: what the container image ships.
 #
 #   docker/pgo-build.sh        -> target/pgo/release/outrigger (the path is printed last)
+#   OUTRIGGER_STATIC=1 docker/pgo-build.sh
+#                              -> a statically linked one (what the image ships), under
+#                                 target/pgo/x86_64-unknown-linux-gnu/release/
+#   docker/pgo-build.sh --path prints where the binary goes, and builds nothing.
 #
 # Why: under callgrind's cache and branch simulation, most of a plain build's extra CPU per
 # request over HAProxy is instruction-cache misses (hyper's and tokio's generic code spread over
@@ -18,6 +22,18 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# Static: glibc linked in (crt-static), for an explicit target so build scripts and proc macros
+# stay dynamic. The binary then needs nothing from the image but itself. getrandom calls the
+# getrandom(2) system call directly: in a static binary its run-time probe for the libc
+# function fails and it would fall back to opening /dev/urandom. (Same flags: build-image.sh.)
+STATIC_FLAGS=""; TARGET_ARGS=(); OUT=target/pgo/release/outrigger; GEN=target/pgo-gen/release/outrigger
+if [ "${OUTRIGGER_STATIC:-0}" = 1 ]; then
+  STATIC_FLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"'
+  TARGET_ARGS=(--target x86_64-unknown-linux-gnu)
+  OUT=target/pgo/x86_64-unknown-linux-gnu/release/outrigger
+  GEN=target/pgo-gen/x86_64-unknown-linux-gnu/release/outrigger
+fi
+if [ "${1:-}" = --path ]; then echo "$ROOT/$OUT"; exit 0; fi
 for t in wrk h2load curl; do
   command -v $t >/dev/null || { echo "missing $t: apt-get install wrk nghttp2-client curl" >&2; exit 1; }
 done
@@ -32,11 +48,11 @@ done
 PROFILES=$ROOT/target/pgo/profiles
 rm -rf "$PROFILES"; mkdir -p "$PROFILES"
 echo "pgo: instrumented build" >&2
-RUSTFLAGS="-Cprofile-generate=$PROFILES" \
-  cargo build --release --locked --bin outrigger --target-dir target/pgo-gen
+RUSTFLAGS="-Cprofile-generate=$PROFILES $STATIC_FLAGS" \
+  cargo build --release --locked --bin outrigger --target-dir target/pgo-gen "${TARGET_ARGS[@]}"
 
 echo "pgo: training" >&2
-target/pgo-gen/release/outrigger demo > "$ROOT/target/pgo/training.log" 2>&1 &
+"$GEN" demo > "$ROOT/target/pgo/training.log" 2>&1 &
 proxy=$!
 trap 'kill $proxy 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:15001/ && break; sleep 0.1; done
@@ -50,6 +66,6 @@ trap - EXIT
 
 "$PROFDATA" merge -o "$ROOT/target/pgo/outrigger.profdata" "$PROFILES"
 echo "pgo: optimised build" >&2
-RUSTFLAGS="-Cprofile-use=$ROOT/target/pgo/outrigger.profdata" \
-  cargo build --release --locked --bin outrigger --target-dir target/pgo
-echo "$ROOT/target/pgo/release/outrigger"
+RUSTFLAGS="-Cprofile-use=$ROOT/target/pgo/outrigger.profdata $STATIC_FLAGS" \
+  cargo build --release --locked --bin outrigger --target-dir target/pgo "${TARGET_ARGS[@]}"
+echo "$ROOT/$OUT"
