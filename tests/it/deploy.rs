@@ -186,3 +186,137 @@ async fn a_real_prometheus_scrapes_outrigger_with_the_shipped_config() {
     assert_eq!(value, "1");
     let _ = child.kill().await; // stopped by its handle (PID), never by name
 }
+
+/// Pod Security Standards, "restricted" profile (which includes "baseline"), for one pod spec:
+/// every rule of https://kubernetes.io/docs/concepts/security/pod-security-standards/ that a
+/// manifest can break, plus ours: every container, init containers included, carries its own
+/// securityContext with `seccompProfile: RuntimeDefault`. Returns each violation.
+fn pod_security_violations(pod: &serde_yaml::Value) -> Vec<String> {
+    let mut bad = Vec::new();
+    let psc = &pod["securityContext"];
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        if pod[host] == true {
+            bad.push(format!("spec.{host} is true"));
+        }
+    }
+    const VOLUMES: [&str; 8] = [
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    ];
+    for v in pod["volumes"].as_sequence().into_iter().flatten() {
+        let kinds: Vec<&str> = v
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .filter_map(|k| k.as_str())
+            .filter(|k| *k != "name")
+            .collect();
+        if kinds.iter().any(|k| !VOLUMES.contains(k)) {
+            bad.push(format!("volume {:?} is of type {kinds:?}", v["name"]));
+        }
+    }
+    let seccomp_ok = |p: &serde_yaml::Value| {
+        p["type"] == "RuntimeDefault" || p["type"] == "Localhost"
+    };
+    if !psc["seccompProfile"].is_null() && !seccomp_ok(&psc["seccompProfile"]) {
+        bad.push("pod seccompProfile is not RuntimeDefault or Localhost".into());
+    }
+    for s in psc["sysctls"].as_sequence().into_iter().flatten() {
+        bad.push(format!("pod sets sysctl {:?}", s["name"]));
+    }
+    if psc["runAsUser"] == 0 {
+        bad.push("pod runAsUser is 0".into());
+    }
+    let containers = ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|k| pod[*k].as_sequence().cloned().unwrap_or_default());
+    for c in containers {
+        let name = c["name"].as_str().unwrap_or("?").to_owned();
+        let sc = &c["securityContext"];
+        let mut no = |what: &str| bad.push(format!("container {name}: {what}"));
+        if sc.is_null() {
+            no("has no securityContext");
+            continue;
+        }
+        if sc["privileged"] == true {
+            no("is privileged");
+        }
+        if sc["allowPrivilegeEscalation"] != false {
+            no("allowPrivilegeEscalation is not false");
+        }
+        if sc["runAsNonRoot"] != true && psc["runAsNonRoot"] != true {
+            no("runAsNonRoot is not true (here or on the pod)");
+        }
+        if sc["runAsUser"] == 0 {
+            no("runAsUser is 0");
+        }
+        if sc["seccompProfile"]["type"] != "RuntimeDefault" {
+            no("seccompProfile is not RuntimeDefault");
+        }
+        let drops = sc["capabilities"]["drop"].as_sequence().cloned().unwrap_or_default();
+        if !drops.iter().any(|d| d == "ALL") {
+            no("capabilities do not drop ALL");
+        }
+        for a in sc["capabilities"]["add"].as_sequence().into_iter().flatten() {
+            if a != "NET_BIND_SERVICE" {
+                no(&format!("adds capability {a:?}"));
+            }
+        }
+        if !sc["procMount"].is_null() && sc["procMount"] != "Default" {
+            no("procMount is not Default");
+        }
+        if sc["appArmorProfile"]["type"] == "Unconfined" {
+            no("AppArmor is unconfined");
+        }
+        let se = &sc["seLinuxOptions"]["type"];
+        if !se.is_null()
+            && !["container_t", "container_init_t", "container_kvm_t", "container_engine_t"]
+                .iter()
+                .any(|t| se == *t)
+        {
+            no("seLinuxOptions.type is not a container type");
+        }
+        for p in c["ports"].as_sequence().into_iter().flatten() {
+            if !p["hostPort"].is_null() && p["hostPort"] != 0 {
+                no("uses a hostPort");
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn deployments_pass_pod_security_restricted() {
+    let dir = root().join("docker/kubernetes");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        if doc["kind"] != "Deployment" {
+            continue;
+        }
+        let pod = &doc["spec"]["template"]["spec"];
+        let bad = pod_security_violations(pod);
+        assert!(bad.is_empty(), "{}: {bad:#?}", path.display());
+        checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    checked.sort();
+    assert_eq!(
+        checked,
+        ["deployment-classic.yaml", "deployment-native-sidecar.yaml"]
+    );
+    // The checker itself catches what it should.
+    let weak: serde_yaml::Value = serde_yaml::from_str(
+        "hostNetwork: true\nvolumes: [{name: h, hostPath: {path: /}}]\ninitContainers: [{name: i, image: x}]\ncontainers:\n  - name: c\n    image: x\n    ports: [{containerPort: 80, hostPort: 80}]\n    securityContext: {allowPrivilegeEscalation: false, runAsNonRoot: true, seccompProfile: {type: Unconfined}, capabilities: {drop: [ALL], add: [NET_ADMIN]}}\n",
+    )
+    .unwrap();
+    let bad = pod_security_violations(&weak);
+    assert_eq!(bad.len(), 6, "{bad:#?}");
+}
