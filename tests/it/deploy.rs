@@ -77,7 +77,7 @@ fn compose_prometheus_and_grafana_files_are_consistent() {
     };
     let (ok, out) = run(Command::new(promtool)
         .args(["check", "config"])
-        .arg(root().join("docker/prometheus.yml")));
+        .arg(root().join("docker/prometheus/prometheus.yml")));
     assert!(ok, "{out}");
     let compose: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(root().join("docker/compose.yaml")).unwrap())
@@ -101,33 +101,197 @@ fn compose_prometheus_and_grafana_files_are_consistent() {
         .args(["validate", "--config"])
         .arg(root().join("docker/compose/outrigger.yaml")));
     assert!(ok, "{out}");
+}
+
+/// Every PromQL expression of the dashboard (panels and template queries) and of the alerting
+/// rules.
+fn shipped_queries() -> (Vec<String>, Vec<String>, serde_json::Value) {
     let dash: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("docker/grafana/outrigger.json")).unwrap(),
     )
     .unwrap();
-    let exprs: Vec<String> = dash["panels"]
+    let panels: Vec<String> = dash["panels"]
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|p| {
-            p["targets"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t["expr"].as_str().unwrap().to_owned())
-        })
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
         .collect();
-    for metric in [
-        "outrigger_downstream_requests_total",
-        "outrigger_request_duration_seconds_bucket",
-        "outrigger_upstream_endpoint_healthy",
-        "outrigger_config_reload_total",
+    let rules: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("docker/prometheus/alerts.yaml")).unwrap(),
+    )
+    .unwrap();
+    let alerts: Vec<String> = rules["groups"][0]["rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r["expr"].as_str().unwrap().to_owned())
+        .collect();
+    (panels, alerts, dash)
+}
+
+/// Metric names in a PromQL expression (ours and the process collector's), histogram series
+/// suffixes taken off.
+fn metric_names(expr: &str) -> Vec<String> {
+    let re = regex::Regex::new(r"\b(outrigger|process)_[a-z_]+").unwrap();
+    re.find_iter(expr)
+        .map(|m| {
+            let n = m.as_str();
+            n.strip_suffix("_bucket")
+                .or_else(|| n.strip_suffix("_count"))
+                .or_else(|| n.strip_suffix("_sum"))
+                .filter(|b| b.ends_with("_seconds"))
+                .unwrap_or(n)
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The dashboard and the alerts use only metrics (and labels) that a running outrigger
+/// exports: one with HTTP, TLS and TCP listeners, scraped for real.
+#[tokio::test]
+async fn dashboard_and_alerts_use_what_the_binary_exports() {
+    let up = Upstream::start("up", Behavior::Name).await;
+    let dir = temp_dir("dash");
+    let cert = crate::support::tls::self_signed(&["dash.test"]);
+    crate::tls::write_server_cert(&dir, &cert);
+    let yaml = format!(
+        "admin: {{ address: \"127.0.0.1:0\" }}\nlisteners:\n  - {{ name: web, address: \"127.0.0.1:0\", routes: [{{ match: {{ path_prefix: / }}, cluster: app }}] }}\n  - {{ name: secure, address: \"127.0.0.1:0\", tls: {{ cert: server.pem, key: server.key }}, routes: [{{ match: {{ path_prefix: / }}, cluster: app }}] }}\n  - {{ name: db, address: \"127.0.0.1:0\", protocol: tcp, cluster: app }}\nclusters:\n  - {{ name: app, endpoints: [{{address: \"{}\"}}] }}\n",
+        up.addr
+    );
+    std::fs::write(dir.join("outrigger.yaml"), yaml).unwrap();
+    let proxy = Proxy::start_file(&dir.join("outrigger.yaml")).await;
+    assert_eq!(
+        crate::support::get(proxy.listener("web"), "/").await.status,
+        200
+    );
+    let _tcp = tokio::net::TcpStream::connect(proxy.listener("db"))
+        .await
+        .unwrap();
+    let m = proxy.metrics().await;
+    // family name -> its label names, from the samples.
+    let mut families: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for line in m.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (name, rest) = line.split_once(['{', ' ']).unwrap();
+        let base = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|b| b.ends_with("_seconds")))
+            .unwrap_or(name);
+        let labels = families.entry(base.to_owned()).or_default();
+        if let Some((inside, _)) = rest.split_once('}') {
+            for pair in inside.split("\",") {
+                if let Some((k, _)) = pair.split_once('=') {
+                    labels.insert(k.trim_start_matches(',').to_owned());
+                }
+            }
+        }
+    }
+    // Labels Prometheus adds when it scrapes (job, instance) or Kubernetes discovery adds.
+    let target_labels = ["job", "instance", "namespace", "pod", "le"];
+    let (panels, alerts, dash) = shipped_queries();
+    let by = regex::Regex::new(r"by \(([^)]*)\)").unwrap();
+    let selector = regex::Regex::new(r"([a-z_]+)(=~|!=|=)").unwrap();
+    for expr in panels.iter().chain(&alerts) {
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "no metric in {expr}");
+        for n in &names {
+            assert!(
+                families.contains_key(n),
+                "{n} (in {expr}) is not exported:\n{m}"
+            );
+        }
+        // Every label grouped or matched on is one of the metrics' or a target label.
+        let known = |l: &str| {
+            l == "$group_by"
+                || target_labels.contains(&l)
+                || names.iter().any(|n| families[n].contains(l))
+        };
+        for c in by.captures_iter(expr) {
+            for l in c[1].split(',').map(str::trim) {
+                assert!(known(l), "label {l} in {expr}");
+            }
+        }
+        for c in selector.captures_iter(expr) {
+            assert!(known(&c[1]), "label {} in {expr}", &c[1]);
+        }
+    }
+    // The dashboard is fleet-ready: variables for the data source and the target labels, every
+    // variable it uses defined, and rates over Grafana's $__rate_interval.
+    let vars: Vec<&str> = dash["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    for v in [
+        "datasource",
+        "job",
+        "namespace",
+        "pod",
+        "instance",
+        "cluster",
+        "group_by",
     ] {
+        assert!(vars.contains(&v), "variable {v}");
+    }
+    let used = regex::Regex::new(r"\$([a-z_]+)").unwrap();
+    for expr in &panels {
+        for c in used.captures_iter(expr) {
+            assert!(
+                vars.contains(&&c[1]) || &c[1] == "__rate_interval",
+                "${} in {expr}",
+                &c[1]
+            );
+        }
+        if expr.contains("rate(") {
+            assert!(
+                !expr.contains("[1m]") && !expr.contains("[5m]"),
+                "a fixed range in {expr}"
+            );
+        }
         assert!(
-            exprs.iter().any(|e| e.contains(metric)),
-            "dashboard uses {metric}"
+            expr.contains("job=~\"$job\""),
+            "not filtered by the variables: {expr}"
         );
     }
+    for p in dash["panels"].as_array().unwrap() {
+        if p["type"] != "row" {
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+        }
+    }
+    let titles: Vec<&str> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    for want in [
+        "Upstream latency p50 / p99",
+        "Retries",
+        "Circuit breakers",
+        "Load shed",
+        "Certificate expiry",
+        "TCP throughput",
+    ] {
+        assert!(titles.contains(&want), "panel {want}");
+    }
+}
+
+#[test]
+fn alerting_rules_check_and_pass_their_unit_tests() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let dir = root().join("docker/prometheus");
+    let (ok, out) = run(Command::new(&promtool)
+        .args(["check", "rules", "alerts.yaml"])
+        .current_dir(&dir));
+    assert!(ok && out.contains("SUCCESS: 7 rules found"), "{out}");
+    let (ok, out) = run(Command::new(&promtool)
+        .args(["test", "rules", "alerts.test.yaml"])
+        .current_dir(&dir));
+    assert!(ok && out.contains("SUCCESS"), "{out}");
 }
 
 #[tokio::test]
@@ -143,7 +307,13 @@ async fn a_real_prometheus_scrapes_outrigger_with_the_shipped_config() {
     .await;
     // The compose scrape config, pointed at this outrigger and made quick.
     let dir = temp_dir("prometheus");
-    let shipped = std::fs::read_to_string(root().join("docker/prometheus.yml")).unwrap();
+    let shipped = std::fs::read_to_string(root().join("docker/prometheus/prometheus.yml")).unwrap();
+    // With the shipped rules, so a rule Prometheus itself refuses fails here too.
+    std::fs::copy(
+        root().join("docker/prometheus/alerts.yaml"),
+        dir.join("alerts.yaml"),
+    )
+    .unwrap();
     let cfg = shipped
         .replace("app:9901", &proxy.admin().to_string())
         .replace("scrape_interval: 5s", "scrape_interval: 1s");
@@ -221,9 +391,8 @@ fn pod_security_violations(pod: &serde_yaml::Value) -> Vec<String> {
             bad.push(format!("volume {:?} is of type {kinds:?}", v["name"]));
         }
     }
-    let seccomp_ok = |p: &serde_yaml::Value| {
-        p["type"] == "RuntimeDefault" || p["type"] == "Localhost"
-    };
+    let seccomp_ok =
+        |p: &serde_yaml::Value| p["type"] == "RuntimeDefault" || p["type"] == "Localhost";
     if !psc["seccompProfile"].is_null() && !seccomp_ok(&psc["seccompProfile"]) {
         bad.push("pod seccompProfile is not RuntimeDefault or Localhost".into());
     }
@@ -259,11 +428,18 @@ fn pod_security_violations(pod: &serde_yaml::Value) -> Vec<String> {
         if sc["seccompProfile"]["type"] != "RuntimeDefault" {
             no("seccompProfile is not RuntimeDefault");
         }
-        let drops = sc["capabilities"]["drop"].as_sequence().cloned().unwrap_or_default();
+        let drops = sc["capabilities"]["drop"]
+            .as_sequence()
+            .cloned()
+            .unwrap_or_default();
         if !drops.iter().any(|d| d == "ALL") {
             no("capabilities do not drop ALL");
         }
-        for a in sc["capabilities"]["add"].as_sequence().into_iter().flatten() {
+        for a in sc["capabilities"]["add"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
             if a != "NET_BIND_SERVICE" {
                 no(&format!("adds capability {a:?}"));
             }
@@ -276,9 +452,14 @@ fn pod_security_violations(pod: &serde_yaml::Value) -> Vec<String> {
         }
         let se = &sc["seLinuxOptions"]["type"];
         if !se.is_null()
-            && !["container_t", "container_init_t", "container_kvm_t", "container_engine_t"]
-                .iter()
-                .any(|t| se == *t)
+            && ![
+                "container_t",
+                "container_init_t",
+                "container_kvm_t",
+                "container_engine_t",
+            ]
+            .iter()
+            .any(|t| se == *t)
         {
             no("seLinuxOptions.type is not a container type");
         }
