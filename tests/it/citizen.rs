@@ -275,7 +275,7 @@ async fn the_log_filter_changes_at_run_time_from_loopback_only() {
     drop(run);
 
     // Only peers in admin.allow may change it.
-    let yaml = format!("{yaml}").replacen(
+    let yaml = yaml.replacen(
         "admin: { address: \"127.0.0.1:0\" }",
         "admin: { address: \"127.0.0.1:0\", allow: [10.0.0.0/8] }",
         1,
