@@ -4,6 +4,7 @@
 # writes it as an OCI layout you can push with skopeo or podman.
 #
 #   docker/build-image.sh [TAG]      TAG defaults to outrigger:<version>
+#   OUTRIGGER_BINARY=FILE docker/build-image.sh   puts FILE (a static build) in the image instead
 #     -> the image TAG in buildah's (or docker's) local store
 #     -> target/image/oci, an OCI layout holding TAG's version as its tag
 #   then, e.g.: skopeo copy oci:target/image/oci:0.1.0 docker://registry.example.com/outrigger:0.1.0
@@ -18,12 +19,18 @@ VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 TAG=${1:-outrigger:$VERSION}
 COMMIT=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-echo "build-image: static release build" >&2
-# The flags of docker/pgo-build.sh's static build; it says why each.
-RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"' \
-  cargo build --release --locked --bin outrigger --target x86_64-unknown-linux-gnu
 mkdir -p docker/dist
-cp target/x86_64-unknown-linux-gnu/release/outrigger docker/dist/outrigger
+if [ -n "${OUTRIGGER_BINARY:-}" ]; then
+  # A static binary built elsewhere, e.g. the PGO one: OUTRIGGER_BINARY=$(docker/pgo-build.sh --path)
+  echo "build-image: using $OUTRIGGER_BINARY" >&2
+  cp "$OUTRIGGER_BINARY" docker/dist/outrigger
+else
+  echo "build-image: static release build" >&2
+  # The flags of docker/pgo-build.sh's static build; it says why each.
+  RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"' \
+    cargo build --release --locked --bin outrigger --target x86_64-unknown-linux-gnu
+  cp target/x86_64-unknown-linux-gnu/release/outrigger docker/dist/outrigger
+fi
 CA=/etc/ssl/certs/ca-certificates.crt
 [ -f "$CA" ] || { echo "build-image: no $CA (Debian: apt-get install ca-certificates)" >&2; exit 1; }
 cp "$CA" docker/dist/ca-certificates.crt
@@ -32,9 +39,10 @@ rm -rf target/image; mkdir -p target/image
 if command -v buildah >/dev/null; then
   # vfs: works where overlay mounts are not allowed (CI sandboxes, rootless).
   B=(buildah --storage-driver vfs)
-  "${B[@]}" bud --quiet --layers=false -f docker/Dockerfile \
+  "${B[@]}" bud --quiet --layers=false -f docker/Dockerfile --iidfile target/image/id \
     --build-arg BINARY_STAGE=prebuilt --build-arg GIT_COMMIT="$COMMIT" -t "$TAG" . >&2
-  "${B[@]}" push --quiet "$TAG" "oci:$ROOT/target/image/oci:$VERSION" >&2
+  # By ID: a short TAG is stored as localhost/TAG, which push does not always resolve back.
+  "${B[@]}" push --quiet "$(cat target/image/id)" "oci:$ROOT/target/image/oci:$VERSION" >&2
 elif command -v docker >/dev/null; then
   docker build -f docker/Dockerfile --build-arg BINARY_STAGE=prebuilt \
     --build-arg GIT_COMMIT="$COMMIT" -t "$TAG" . >&2
