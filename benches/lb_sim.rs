@@ -136,7 +136,7 @@ fn simulate(sc: &Scenario, lb: LbPolicy, seed: u64) -> Outcome {
                 hash: Some(key),
                 avoid: None,
             };
-            let Some(ep) = policy.pick(&set, &ctx) else {
+            let Some(ep) = policy.pick(&set.routable, &set.table, &ctx) else {
                 continue;
             };
             let i = endpoints

@@ -4,7 +4,7 @@
 //! A line is written when the response body ends, so bytes and duration are the real ones.
 
 use crate::config::{AccessLogConfig, AccessLogFormat};
-use crate::http_proxy::error::ErrorKind;
+use crate::metrics::ErrorKind;
 use prometheus::IntCounter;
 use std::io::Write;
 use std::net::SocketAddr;

@@ -385,9 +385,7 @@ fn summarize(old: &Snapshot, new: &Snapshot) -> ReloadSummary {
 }
 
 fn content_hash(path: &Path) -> Option<u64> {
-    std::fs::read(path)
-        .ok()
-        .map(|b| crate::balancer::hash_key(&b))
+    std::fs::read(path).ok().map(|b| crate::hash::hash_key(&b))
 }
 
 fn unix_now() -> f64 {

@@ -43,11 +43,11 @@ impl Runtime {
 
     /// Admits a request under the process-wide in-flight limit (`max` 0 = none); `None` means
     /// shed it.
-    pub fn admit(&self, max: usize) -> Option<Option<crate::cluster::circuit_breaker::Slot>> {
+    pub fn admit(&self, max: usize) -> Option<Option<crate::circuit_breaker::Slot>> {
         if max == 0 {
             return Some(None);
         }
-        crate::cluster::circuit_breaker::take(&self.in_flight, max).map(Some)
+        crate::circuit_breaker::take(&self.in_flight, max).map(Some)
     }
 
     pub fn set_last_reload_error(&self, error: Option<String>) {

@@ -4,7 +4,7 @@
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::{ListenerProtocol, LoadedConfig};
-use crate::http_proxy::error::ErrorKind;
+use crate::metrics::ErrorKind;
 use crate::metrics::{Metrics, NO_CLUSTER};
 use crate::route::{RouteError, RouteTable};
 use prometheus::IntCounter;

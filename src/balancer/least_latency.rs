@@ -4,7 +4,7 @@
 //! starts level with its peers: not favoured for an empty history (a flood), not shunned.
 
 use super::{p2c, weighted_table, Balancer, PickContext, Table};
-use crate::cluster::{Endpoint, EndpointSet};
+use crate::endpoint::Endpoint;
 use std::sync::Arc;
 
 pub struct LeastLatency;
@@ -18,8 +18,13 @@ impl Balancer for LeastLatency {
         weighted_table(weights)
     }
 
-    fn pick<'e>(&self, set: &'e EndpointSet, ctx: &PickContext<'_>) -> Option<&'e Arc<Endpoint>> {
-        p2c(set, ctx, |a, b| {
+    fn pick<'e>(
+        &self,
+        routable: &'e [Arc<Endpoint>],
+        table: &Table,
+        ctx: &PickContext<'_>,
+    ) -> Option<&'e Arc<Endpoint>> {
+        p2c(routable, table, ctx, |a, b| {
             let (ea, eb) = match (a.ewma_seconds(), b.ewma_seconds()) {
                 (Some(x), Some(y)) => (x, y),
                 (Some(x), None) => (x, x),

@@ -5,7 +5,7 @@
 //! empty queue.
 
 use super::{p2c, weighted_table, Balancer, PickContext, Table};
-use crate::cluster::{Endpoint, EndpointSet};
+use crate::endpoint::Endpoint;
 use std::sync::Arc;
 
 pub struct LeastRequest;
@@ -15,8 +15,13 @@ impl Balancer for LeastRequest {
         weighted_table(weights)
     }
 
-    fn pick<'e>(&self, set: &'e EndpointSet, ctx: &PickContext<'_>) -> Option<&'e Arc<Endpoint>> {
-        p2c(set, ctx, |a, b| {
+    fn pick<'e>(
+        &self,
+        routable: &'e [Arc<Endpoint>],
+        table: &Table,
+        ctx: &PickContext<'_>,
+    ) -> Option<&'e Arc<Endpoint>> {
+        p2c(routable, table, ctx, |a, b| {
             let (fa, fb) = (a.in_flight(), b.in_flight());
             fb < fa || (fb == fa && fastrand::bool())
         })

@@ -1,12 +1,11 @@
-//! Load-balancing policies. A balancer is a plain trait over the cluster's published
-//! `EndpointSet` (Pingora/Sōzu style rather than `tower::balance`), so the HTTP and TCP paths
+//! Load-balancing policies. A balancer is a plain trait over the routable endpoints of a
+//! cluster's published set and the table it prepared for them (Pingora/Sōzu style rather than `tower::balance`), so the HTTP and TCP paths
 //! share it. Whatever a policy needs per set (a smooth-WRR schedule, an alias table for
 //! weighted sampling, a hash ring) is built by `prepare` when the set is published; a pick
 //! reads it with at most an atomic increment and a thread-local random draw: no lock, no
 //! allocation.
 
 mod alias;
-pub mod ewma;
 mod least_latency;
 mod least_request;
 mod random;
@@ -18,12 +17,12 @@ pub use alias::AliasTable;
 pub use least_latency::LeastLatency;
 pub use least_request::LeastRequest;
 pub use random::Random;
-pub use ring_hash::{hash_key, Ring, RingHash};
+pub use ring_hash::{Ring, RingHash};
 pub use round_robin::RoundRobin;
 pub use weighted_round_robin::{smooth_schedule, WeightedRoundRobin};
 
-use crate::cluster::{Endpoint, EndpointSet};
 use crate::config::{ClusterConfig, LbPolicy};
+use crate::endpoint::Endpoint;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,8 +54,13 @@ pub trait Balancer: Send + Sync + 'static {
     /// `endpoints[i]`: the configured weight scaled by slow start.
     fn prepare(&self, endpoints: &[Arc<Endpoint>], weights: &[f64]) -> Table;
 
-    /// Picks one of `set.routable`; `None` only when it is empty.
-    fn pick<'e>(&self, set: &'e EndpointSet, ctx: &PickContext<'_>) -> Option<&'e Arc<Endpoint>>;
+    /// Picks one of `routable`; `None` only when it is empty.
+    fn pick<'e>(
+        &self,
+        routable: &'e [Arc<Endpoint>],
+        table: &Table,
+        ctx: &PickContext<'_>,
+    ) -> Option<&'e Arc<Endpoint>>;
 }
 
 /// The balancer for a cluster's `lb` policy.
@@ -94,10 +98,11 @@ fn two_candidates(n: usize, table: &Table) -> (usize, usize) {
 /// failure would shift the rotation and a dead endpoint would start every request.
 fn rotate<'e>(
     next: &AtomicUsize,
-    set: &'e EndpointSet,
+    routable: &'e [Arc<Endpoint>],
+    table: &Table,
     ctx: &PickContext<'_>,
 ) -> Option<&'e Arc<Endpoint>> {
-    let n = set.routable.len();
+    let n = routable.len();
     if n == 0 {
         return None;
     }
@@ -106,27 +111,28 @@ fn rotate<'e>(
     } else {
         next.fetch_add(1, Ordering::Relaxed)
     };
-    let picked = match &set.table {
+    let picked = match table {
         Table::Schedule(s) if !s.is_empty() => s[i % s.len()] as usize,
         _ => i % n,
     };
-    avoiding(set, picked, ctx)
+    avoiding(routable, picked, ctx)
 }
 
 /// Power of two choices: two candidates (see `two_candidates`), and `prefer_second(a, b)`
 /// decides between them. Ties should be broken at random by the caller's rule so that
 /// candidate order favours no one.
 fn p2c<'e>(
-    set: &'e EndpointSet,
+    routable: &'e [Arc<Endpoint>],
+    table: &Table,
     ctx: &PickContext<'_>,
     prefer_second: impl Fn(&Endpoint, &Endpoint) -> bool,
 ) -> Option<&'e Arc<Endpoint>> {
-    let eps = &set.routable;
+    let eps = routable;
     let picked = match eps.len() {
         0 => return None,
         1 => 0,
         n => {
-            let (a, b) = two_candidates(n, &set.table);
+            let (a, b) = two_candidates(n, table);
             if prefer_second(&eps[a], &eps[b]) {
                 b
             } else {
@@ -134,7 +140,7 @@ fn p2c<'e>(
             }
         }
     };
-    avoiding(set, picked, ctx)
+    avoiding(routable, picked, ctx)
 }
 
 /// An alias table when the weights differ; equal weights need none.
@@ -147,11 +153,11 @@ fn weighted_table(weights: &[f64]) -> Table {
 
 /// Applies `ctx.avoid`: another endpoint when the picked one is to be avoided and there is one.
 fn avoiding<'e>(
-    set: &'e EndpointSet,
+    routable: &'e [Arc<Endpoint>],
     picked: usize,
     ctx: &PickContext<'_>,
 ) -> Option<&'e Arc<Endpoint>> {
-    let eps = &set.routable;
+    let eps = routable;
     match ctx.avoid {
         Some(avoid) if eps.len() > 1 && std::ptr::eq(eps[picked].as_ref(), avoid) => {
             eps.get((picked + 1) % eps.len())
@@ -159,6 +165,3 @@ fn avoiding<'e>(
         _ => eps.get(picked),
     }
 }
-
-#[cfg(test)]
-mod tests;

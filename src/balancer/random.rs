@@ -1,7 +1,7 @@
 //! Weighted random: an O(1) alias-table draw per pick.
 
 use super::{avoiding, weighted_table, Balancer, PickContext, Table};
-use crate::cluster::{Endpoint, EndpointSet};
+use crate::endpoint::Endpoint;
 use std::sync::Arc;
 
 pub struct Random;
@@ -11,15 +11,20 @@ impl Balancer for Random {
         weighted_table(weights)
     }
 
-    fn pick<'e>(&self, set: &'e EndpointSet, ctx: &PickContext<'_>) -> Option<&'e Arc<Endpoint>> {
-        let n = set.routable.len();
+    fn pick<'e>(
+        &self,
+        routable: &'e [Arc<Endpoint>],
+        table: &Table,
+        ctx: &PickContext<'_>,
+    ) -> Option<&'e Arc<Endpoint>> {
+        let n = routable.len();
         if n == 0 {
             return None;
         }
-        let picked = match &set.table {
+        let picked = match table {
             Table::Alias(a) if a.len() == n => a.sample(),
             _ => fastrand::usize(..n),
         };
-        avoiding(set, picked, ctx)
+        avoiding(routable, picked, ctx)
     }
 }

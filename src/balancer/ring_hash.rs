@@ -4,7 +4,8 @@
 //! 1/N); keys of the others stay where they were. Slow start does not apply (it would move keys).
 
 use super::{avoiding, Balancer, PickContext, Table};
-use crate::cluster::{Endpoint, EndpointSet};
+use crate::endpoint::Endpoint;
+use crate::hash::hash_key;
 use std::sync::Arc;
 
 pub struct RingHash;
@@ -16,21 +17,6 @@ const MAX_POINTS: u64 = 1 << 18;
 pub struct Ring {
     /// (point, index into `routable`), sorted by point.
     points: Vec<(u64, u32)>,
-}
-
-/// FNV-1a with a splitmix64 finish: stable across builds and platforms (unlike std's hasher),
-/// so every outrigger replica maps a key to the same endpoint.
-pub fn hash_key(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
 }
 
 impl Ring {
@@ -65,16 +51,21 @@ impl Balancer for RingHash {
         Table::Ring(Ring::new(endpoints))
     }
 
-    fn pick<'e>(&self, set: &'e EndpointSet, ctx: &PickContext<'_>) -> Option<&'e Arc<Endpoint>> {
-        let n = set.routable.len();
+    fn pick<'e>(
+        &self,
+        routable: &'e [Arc<Endpoint>],
+        table: &Table,
+        ctx: &PickContext<'_>,
+    ) -> Option<&'e Arc<Endpoint>> {
+        let n = routable.len();
         if n == 0 {
             return None;
         }
-        let picked = match (&set.table, ctx.hash) {
+        let picked = match (table, ctx.hash) {
             (Table::Ring(r), Some(h)) => r.lookup(h).unwrap_or(0),
             // No key on this request: any endpoint will do.
             _ => fastrand::usize(..n),
         };
-        avoiding(set, picked, ctx)
+        avoiding(routable, picked, ctx)
     }
 }

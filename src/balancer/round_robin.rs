@@ -3,7 +3,7 @@
 //! factors, and the same counter walks that instead.
 
 use super::{rotate, smooth_schedule, Balancer, PickContext, Table};
-use crate::cluster::{Endpoint, EndpointSet};
+use crate::endpoint::Endpoint;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
@@ -27,7 +27,12 @@ impl Balancer for RoundRobin {
         }
     }
 
-    fn pick<'e>(&self, set: &'e EndpointSet, ctx: &PickContext<'_>) -> Option<&'e Arc<Endpoint>> {
-        rotate(&self.next, set, ctx)
+    fn pick<'e>(
+        &self,
+        routable: &'e [Arc<Endpoint>],
+        table: &Table,
+        ctx: &PickContext<'_>,
+    ) -> Option<&'e Arc<Endpoint>> {
+        rotate(&self.next, routable, table, ctx)
     }
 }

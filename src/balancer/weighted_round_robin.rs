@@ -4,7 +4,7 @@
 //! the sequence is precomputed per published set; a pick is one atomic increment.
 
 use super::{rotate, Balancer, PickContext, Table};
-use crate::cluster::{Endpoint, EndpointSet};
+use crate::endpoint::Endpoint;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::AtomicUsize;
@@ -95,7 +95,12 @@ impl Balancer for WeightedRoundRobin {
         Table::Schedule(smooth_schedule(weights))
     }
 
-    fn pick<'e>(&self, set: &'e EndpointSet, ctx: &PickContext<'_>) -> Option<&'e Arc<Endpoint>> {
-        rotate(&self.next, set, ctx)
+    fn pick<'e>(
+        &self,
+        routable: &'e [Arc<Endpoint>],
+        table: &Table,
+        ctx: &PickContext<'_>,
+    ) -> Option<&'e Arc<Endpoint>> {
+        rotate(&self.next, routable, table, ctx)
     }
 }

@@ -4,16 +4,18 @@
 //! transitions, outlier ejections and slow-start ramps all flow through that one writer. The
 //! request path reports failures to it over a channel.
 
-pub mod circuit_breaker;
-mod endpoint;
-pub mod pool;
+mod endpoint_set;
 
-pub use endpoint::{Endpoint, EndpointMetrics, EndpointSet, InFlight, SetRules, Source};
+pub use crate::endpoint::{Endpoint, InFlight, Source};
+pub use endpoint_set::{EndpointSet, SetRules};
 
-use crate::balancer::{self, hash_key, Balancer, PickContext};
+use crate::balancer::{self, Balancer, PickContext};
+use crate::circuit_breaker;
 use crate::config::units::split_host_port;
 use crate::config::{ClusterConfig, HashOnConfig, LbPolicy};
+use crate::hash::hash_key;
 use crate::metrics::Metrics;
+use crate::pool;
 use arc_swap::ArcSwap;
 use prometheus::{Histogram, IntCounter, IntGauge};
 use std::net::{IpAddr, SocketAddr};
@@ -62,7 +64,7 @@ pub(crate) enum Event {
     /// This endpoint just reached `consecutive_failures`.
     Failures(Arc<Endpoint>),
     /// Discovery found this endpoint list (sorted, one entry per address).
-    Discovered(Vec<crate::discovery::Target>),
+    Discovered(Vec<crate::endpoint::Target>),
 }
 
 pub struct Cluster {
@@ -85,7 +87,7 @@ pub struct Cluster {
     tls: Option<crate::tls::client::TlsClient>,
     families: crate::metrics::EndpointFamilies,
     discovery_updates: prometheus::IntCounterVec,
-    grpc_responses: Arc<crate::http_proxy::body::GrpcCount>,
+    grpc_responses: Arc<crate::metrics::GrpcCount>,
     /// The config file's folder: a relative `discovery.file` is found there.
     pub(crate) base_dir: std::path::PathBuf,
     /// Discovery rounds finished (applied or failed); start-up readiness waits for the first.
@@ -193,7 +195,7 @@ impl Cluster {
             tls,
             families,
             discovery_updates: metrics.discovery_updates.clone(),
-            grpc_responses: Arc::new(crate::http_proxy::body::GrpcCount::new(
+            grpc_responses: Arc::new(crate::metrics::GrpcCount::new(
                 metrics.grpc_responses.clone(),
                 name,
             )),
@@ -210,7 +212,7 @@ impl Cluster {
     /// Picks a routable endpoint; `None` when there is none.
     pub fn pick(&self, ctx: &PickContext<'_>) -> Option<Arc<Endpoint>> {
         let set = self.endpoints.load();
-        self.balancer.pick(&set, ctx).cloned()
+        self.balancer.pick(&set.routable, &set.table, ctx).cloned()
     }
 
     /// The instant of a cluster-clock timestamp.
@@ -250,7 +252,7 @@ impl Cluster {
     /// a passing health check). Returns the endpoints added.
     pub(crate) fn apply_discovered(
         &self,
-        targets: &[crate::discovery::Target],
+        targets: &[crate::endpoint::Target],
         start_unhealthy: bool,
     ) -> Vec<Arc<Endpoint>> {
         let current = self.endpoints.load_full();
@@ -321,7 +323,7 @@ impl Cluster {
     }
 
     /// Counts gRPC statuses of this cluster's responses.
-    pub(crate) fn grpc_count(&self) -> &Arc<crate::http_proxy::body::GrpcCount> {
+    pub(crate) fn grpc_count(&self) -> &Arc<crate::metrics::GrpcCount> {
         &self.grpc_responses
     }
 
@@ -347,7 +349,7 @@ impl Cluster {
     }
 
     /// The discovered endpoints as targets (a rebuilt cluster starts from its predecessor's).
-    pub(crate) fn discovered_targets(&self) -> Vec<(crate::discovery::Target, bool)> {
+    pub(crate) fn discovered_targets(&self) -> Vec<(crate::endpoint::Target, bool)> {
         self.endpoints
             .load()
             .all
@@ -355,7 +357,7 @@ impl Cluster {
             .filter(|e| e.source == Source::Discovered)
             .map(|e| {
                 (
-                    crate::discovery::Target {
+                    crate::endpoint::Target {
                         address: e.address,
                         weight: e.weight(),
                         host: e.host.clone(),
@@ -574,3 +576,6 @@ fn resolve(address: &str) -> Result<SocketAddr, String> {
         .next()
         .ok_or_else(|| "no addresses".to_string())
 }
+
+#[cfg(test)]
+mod balancing_tests;

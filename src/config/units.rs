@@ -117,6 +117,15 @@ pub fn split_host_port(text: &str) -> Result<(&str, u16), String> {
     Ok((host, port))
 }
 
+/// `10.96.0.10` or `10.96.0.10:53` (`[fd00::a]:53` for IPv6 with a port).
+pub fn parse_resolver(s: &str) -> Option<std::net::SocketAddr> {
+    s.parse::<std::net::SocketAddr>().ok().or_else(|| {
+        s.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| std::net::SocketAddr::new(ip, 53))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -649,7 +649,7 @@ fn discovery(c: &mut Checker, p: &str, d: &super::DiscoveryConfig) {
         );
     }
     for (k, r) in d.resolvers.iter().enumerate() {
-        if crate::discovery::dns::parse_resolver(r).is_none() {
+        if super::units::parse_resolver(r).is_none() {
             c.push(
                 format!("{p}.resolvers[{k}]"),
                 format!("{r:?} is not an IP address or IP:port"),

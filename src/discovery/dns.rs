@@ -14,12 +14,7 @@ use hickory_resolver::{ResolveError, TokioResolver};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-/// `10.96.0.10` or `10.96.0.10:53` (`[fd00::a]:53` for IPv6 with a port).
-pub fn parse_resolver(s: &str) -> Option<SocketAddr> {
-    s.parse::<SocketAddr>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
-}
+pub use crate::config::units::parse_resolver;
 
 enum Query {
     /// A and AAAA records of `name`, each with `port`.

@@ -8,33 +8,10 @@ pub mod dns;
 pub mod file;
 
 use crate::cluster::{Cluster, Event};
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
-/// One discovered endpoint.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Target {
-    pub address: SocketAddr,
-    pub weight: u32,
-    /// The name it was found under: TLS server name and health-check Host.
-    pub host: String,
-    pub zone: Option<String>,
-    pub metadata: BTreeMap<String, String>,
-}
-
-impl Target {
-    pub fn new(address: SocketAddr, weight: u32, host: String) -> Target {
-        Target {
-            address,
-            weight,
-            host,
-            zone: None,
-            metadata: BTreeMap::new(),
-        }
-    }
-}
+pub use crate::endpoint::Target;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {

@@ -3,139 +3,18 @@
 //! carries the exchange's end-of-life bookkeeping: when it finishes, the upstream connection
 //! goes back to its pool and the in-flight counts drop.
 
-use crate::cluster::pool::Sender;
-use crate::cluster::InFlight;
-use crate::listener::RequestGuard;
+use crate::conn_tracker::RequestGuard;
+use crate::endpoint::InFlight;
+use crate::metrics::GrpcCount;
+pub use crate::pool::body::{BoxError, IdleTimer, RequestBody, StreamIdle};
+use crate::pool::Sender;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-
-/// A request body on its way upstream.
-pub enum RequestBody {
-    /// Streamed from the downstream connection.
-    Incoming(Incoming, Option<IdleTimer>),
-    /// Streamed, counting bytes for the access log.
-    Counted(Incoming, Arc<AtomicU64>, Option<IdleTimer>),
-    /// Held in memory (empty bodies, replayable retries).
-    Full(Option<Bytes>),
-}
-
-impl RequestBody {
-    pub fn empty() -> RequestBody {
-        RequestBody::Full(None)
-    }
-}
-
-/// A body error: hyper's, or a stream idle timeout of ours.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// `limits.stream_idle_timeout` on one body: no frame for that long is an error. The timer
-/// exists only once the body has had to wait, so a body that is ready at once (most small
-/// ones) never registers one; after progress it is re-armed at the next wait.
-pub struct IdleTimer {
-    timeout: std::time::Duration,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// A frame came since the timer was last armed.
-    progressed: bool,
-    timeouts: prometheus::IntCounter,
-}
-
-/// What a body returns when its stream idle timeout passes.
-#[derive(Debug, thiserror::Error)]
-#[error("no body bytes moved within the stream idle timeout ({0:?})")]
-pub struct StreamIdle(pub std::time::Duration);
-
-impl IdleTimer {
-    pub fn new(timeout: std::time::Duration, timeouts: prometheus::IntCounter) -> IdleTimer {
-        IdleTimer {
-            timeout,
-            sleep: None,
-            progressed: false,
-            timeouts,
-        }
-    }
-
-    /// Called with a body's poll result: passes it on, or turns a wait that has gone on too
-    /// long into an error.
-    fn check<T, E: Into<BoxError>>(
-        &mut self,
-        r: Poll<Option<Result<T, E>>>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<T, BoxError>>> {
-        match r {
-            Poll::Ready(r) => {
-                self.progressed = true;
-                Poll::Ready(r.map(|r| r.map_err(Into::into)))
-            }
-            Poll::Pending => {
-                let deadline = tokio::time::Instant::now() + self.timeout;
-                match &mut self.sleep {
-                    None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                    Some(s) if self.progressed => s.as_mut().reset(deadline),
-                    Some(_) => {}
-                }
-                self.progressed = false;
-                let Some(sleep) = self.sleep.as_mut() else {
-                    return Poll::Pending;
-                };
-                std::task::ready!(sleep.as_mut().poll(cx));
-                self.timeouts.inc();
-                Poll::Ready(Some(Err(Box::new(StreamIdle(self.timeout)))))
-            }
-        }
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            RequestBody::Incoming(b, None) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            RequestBody::Incoming(b, Some(idle)) => {
-                let r = Pin::new(b).poll_frame(cx);
-                idle.check(r, cx)
-            }
-            RequestBody::Counted(b, n, idle) => {
-                let r = Pin::new(b).poll_frame(cx);
-                let r = match idle {
-                    Some(idle) => std::task::ready!(idle.check(r, cx)),
-                    None => std::task::ready!(r).map(|r| r.map_err(Into::into)),
-                };
-                if let Some(Ok(f)) = &r {
-                    if let Some(d) = f.data_ref() {
-                        n.fetch_add(d.len() as u64, Ordering::Relaxed);
-                    }
-                }
-                Poll::Ready(r)
-            }
-            RequestBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Incoming(b, _) | RequestBody::Counted(b, _, _) => b.is_end_stream(),
-            RequestBody::Full(d) => d.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Incoming(b, _) | RequestBody::Counted(b, _, _) => b.size_hint(),
-            RequestBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
-        }
-    }
-}
 
 /// Runs when a response finishes or is abandoned: a cleanly finished upstream exchange gives
 /// its connection back to the endpoint's pool; an abandoned one drops it (closing it), since
@@ -144,7 +23,7 @@ pub struct Lease {
     pub(crate) sender: Option<Sender>,
     pub(crate) in_flight: InFlight,
     /// The cluster's circuit-breaker slot for this request.
-    pub(crate) _slot: crate::cluster::circuit_breaker::Slot,
+    pub(crate) _slot: crate::circuit_breaker::Slot,
 }
 
 impl Lease {
@@ -156,49 +35,11 @@ impl Lease {
     }
 
     /// The HTTP/1.1 connection the response body comes through, if it is still open.
-    fn h1(&mut self) -> Option<&mut crate::cluster::pool::H1Conn> {
+    fn h1(&mut self) -> Option<&mut crate::pool::H1Conn> {
         match &mut self.sender {
             Some(Sender::H1(conn)) => Some(conn),
             _ => None,
         }
-    }
-}
-
-/// Counts a cluster's gRPC statuses (`outrigger_grpc_responses_total`). Each status's child
-/// is resolved the first time it is seen (then kept), so non-gRPC clusters export no series
-/// and a gRPC response costs no label lookup.
-pub struct GrpcCount {
-    vec: prometheus::IntCounterVec,
-    cluster: String,
-    children: [std::sync::OnceLock<prometheus::IntCounter>; 18],
-}
-
-impl GrpcCount {
-    pub fn new(vec: prometheus::IntCounterVec, cluster: &str) -> GrpcCount {
-        GrpcCount {
-            vec,
-            cluster: cluster.to_owned(),
-            children: std::array::from_fn(|_| std::sync::OnceLock::new()),
-        }
-    }
-
-    /// Counts a `grpc-status` value as sent.
-    pub fn count(&self, status: &str) {
-        self.count_index(super::grpc::status_index(status));
-    }
-
-    /// Counts a status code the proxy answered with.
-    pub fn count_code(&self, code: u8) {
-        self.count_index(usize::from(code).min(17));
-    }
-
-    fn count_index(&self, i: usize) {
-        self.children[i]
-            .get_or_init(|| {
-                self.vec
-                    .with_label_values(&[&self.cluster, super::grpc::STATUS_LABELS[i]])
-            })
-            .inc();
     }
 }
 
@@ -256,7 +97,7 @@ impl Drop for PendingLog {
 /// connection's own wake-ups hushed: either would only schedule this task again for what its
 /// next poll does first anyway (see `pool::Relay`).
 fn poll_h1_body(
-    conn: &mut crate::cluster::pool::H1Conn,
+    conn: &mut crate::pool::H1Conn,
     body: &mut Incoming,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {

@@ -62,16 +62,7 @@ pub fn error_headers(headers: &mut HeaderMap, status: u8, message: &str) {
     );
 }
 
-/// The `grpc_status` label values: the codes 0-16, then "unknown" for anything else.
-pub const STATUS_LABELS: [&str; 18] = [
-    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
-    "unknown",
-];
-
-/// The index into `STATUS_LABELS` of a `grpc-status` value.
-pub fn status_index(s: &str) -> usize {
-    s.parse::<usize>().ok().filter(|n| *n < 17).unwrap_or(17)
-}
+pub use crate::metrics::grpc::{status_index, STATUS_LABELS};
 
 /// The label value for a status code string (bounded: 0-16, else "unknown").
 pub fn status_label(s: &str) -> &'static str {

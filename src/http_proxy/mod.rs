@@ -5,14 +5,13 @@ pub mod body;
 pub mod error;
 pub mod forward;
 pub mod grpc;
-pub mod rate_limit;
-pub mod retry;
 mod tunnel;
 
 use crate::balancer::PickContext;
-use crate::cluster::pool::{self, Sender};
 use crate::cluster::{Cluster, Endpoint};
-use crate::listener::ConnTracker;
+use crate::conn_tracker::ConnTracker;
+use crate::pool::{self, Sender};
+use crate::route::retry;
 use crate::route::RequestInfo;
 use crate::runtime::Runtime;
 use body::{Lease, RequestBody, ResponseBody};
@@ -70,7 +69,7 @@ pub async fn handle(req: Request<Incoming>, down: &Downstream) -> Response<Respo
     let version = req.version();
     let (mut parts, body) = req.into_parts();
     let grpc = grpc::is_grpc(&parts.headers);
-    let mut grpc_count: Option<Arc<body::GrpcCount>> = None;
+    let mut grpc_count: Option<Arc<crate::metrics::GrpcCount>> = None;
     // RFC 8441: WebSocket over HTTP/2 is an extended CONNECT; upstream it becomes the
     // HTTP/1.1 handshake (GET + Upgrade), and its 101 becomes the client's 200.
     let h2_websocket = parts.method == http::Method::CONNECT

@@ -6,10 +6,11 @@
 use super::body::ResponseBody;
 use super::error::ProxyError;
 use crate::balancer::PickContext;
-use crate::cluster::circuit_breaker::Slot;
+use crate::circuit_breaker::Slot;
+use crate::cluster::Cluster;
 use crate::cluster::InFlight;
-use crate::cluster::{pool::ConnectError, Cluster};
-use crate::listener::ConnTracker;
+use crate::conn_tracker::ConnTracker;
+use crate::pool::ConnectError;
 use crate::runtime::Runtime;
 use http::Response;
 use hyper::upgrade::OnUpgrade;

@@ -14,7 +14,7 @@
 //! it cost a boxed, registered timer per request; this one exists only while a head is split
 //! across reads.
 
-use super::ConnTracker;
+use crate::conn_tracker::ConnTracker;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;

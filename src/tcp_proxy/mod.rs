@@ -168,7 +168,7 @@ async fn connect(
 ) -> Option<(
     TcpStream,
     crate::cluster::InFlight,
-    crate::cluster::circuit_breaker::Slot,
+    crate::circuit_breaker::Slot,
 )> {
     let mut avoid = None;
     for attempt in 1..=settings.connect_attempts {

@@ -134,7 +134,7 @@ impl TlsServer {
             all.extend(std::fs::read(&f).unwrap_or_default());
             all.push(0);
         }
-        crate::balancer::hash_key(&all)
+        crate::hash::hash_key(&all)
     }
 
     fn load(&self) -> Result<ServerConfig, TlsError> {

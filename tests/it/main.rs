@@ -5,6 +5,7 @@ mod support;
 mod access_log;
 mod admin;
 mod admin_security;
+mod architecture;
 mod balancing;
 mod citizen;
 mod config_errors;

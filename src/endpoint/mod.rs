@@ -4,22 +4,19 @@
 //! health, ejection and slow-start state are written only by the cluster's task, which then
 //! republishes the set.
 
-use super::pool::EndpointPool;
-use crate::balancer::{ewma::PeakEwma, Balancer, Table};
+pub mod ewma;
+mod target;
+
+pub use ewma::PeakEwma;
+pub use target::Target;
+
+use crate::metrics::EndpointMetrics;
+use crate::pool::EndpointPool;
 use prometheus::{IntCounter, IntGauge};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Metric children of one endpoint, resolved when it is created.
-pub struct EndpointMetrics {
-    pub healthy: IntGauge,
-    pub requests_by_class: [IntCounter; 5],
-    pub ewma_seconds: prometheus::Gauge,
-    pub in_flight: IntGauge,
-    pub effective_weight: prometheus::Gauge,
-}
 
 pub struct Endpoint {
     /// The resolved address connections go to.
@@ -118,7 +115,7 @@ impl Endpoint {
     }
 
     /// Marks the endpoint as found by discovery.
-    pub(crate) fn discovered(mut self, target: &crate::discovery::Target) -> Endpoint {
+    pub(crate) fn discovered(mut self, target: &Target) -> Endpoint {
         self.source = Source::Discovered;
         self.host = target.host.clone();
         self.zone = target.zone.clone();
@@ -220,6 +217,10 @@ impl Endpoint {
         }
     }
 
+    pub(crate) fn set_effective_weight(&self, w: f64) {
+        self.effective_weight.store(w.to_bits(), Ordering::Relaxed);
+    }
+
     pub fn effective_weight(&self) -> f64 {
         f64::from_bits(self.effective_weight.load(Ordering::Relaxed))
     }
@@ -304,78 +305,5 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.hot.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// What balancers read, published as a whole through the cluster's `ArcSwap` whenever
-/// membership, health, ejection or slow-start weights change.
-#[derive(Default)]
-pub struct EndpointSet {
-    /// Every endpoint of the cluster.
-    pub all: Vec<Arc<Endpoint>>,
-    /// What picks choose from: healthy and not ejected, or all of them in panic mode.
-    pub routable: Vec<Arc<Endpoint>>,
-    /// Fewer than the panic threshold were healthy, so `routable` is everything.
-    pub panic: bool,
-    /// The policy's precomputed table over `routable`.
-    pub table: Table,
-    /// Some endpoint is still ramping up: republish again soon.
-    pub ramping: bool,
-}
-
-/// How a set is derived from endpoint state.
-#[derive(Clone, Copy)]
-pub struct SetRules {
-    /// Slow start: (window, starting share of weight).
-    pub slow_start: Option<(Duration, f64)>,
-    /// Percent; 0 disables panic mode.
-    pub panic_threshold: u32,
-}
-
-impl EndpointSet {
-    pub fn build(
-        all: Vec<Arc<Endpoint>>,
-        balancer: &dyn Balancer,
-        rules: SetRules,
-        now_ns: u64,
-    ) -> EndpointSet {
-        let routable: Vec<Arc<Endpoint>> = all
-            .iter()
-            .filter(|e| e.is_healthy() && e.ejected_until().is_none())
-            .cloned()
-            .collect();
-        let panic = rules.panic_threshold > 0
-            && routable.len() * 100 < rules.panic_threshold as usize * all.len();
-        let routable = if panic { all.clone() } else { routable };
-        // Out of rotation means no weight; the routable ones get theirs just below.
-        for e in &all {
-            e.effective_weight.store(0f64.to_bits(), Ordering::Relaxed);
-        }
-        let mut ramping = false;
-        let weights: Vec<f64> = routable
-            .iter()
-            .map(|e| {
-                let factor = match rules.slow_start {
-                    Some((window, min)) if !panic => e.ramp_factor(now_ns, window, min),
-                    _ => 1.0,
-                };
-                ramping |= factor < 1.0;
-                let w = e.weight() as f64 * factor;
-                e.effective_weight.store(w.to_bits(), Ordering::Relaxed);
-                w
-            })
-            .collect();
-        let table = if routable.is_empty() {
-            Table::None
-        } else {
-            balancer.prepare(&routable, &weights)
-        };
-        EndpointSet {
-            all,
-            routable,
-            panic,
-            table,
-            ramping,
-        }
     }
 }

@@ -3,6 +3,14 @@
 //! listeners, routes and clusters are resolved once when a snapshot is built and kept on the
 //! runtime objects, never looked up per request.
 
+mod endpoint;
+mod error_kind;
+pub mod grpc;
+
+pub use endpoint::EndpointMetrics;
+pub use error_kind::ErrorKind;
+pub use grpc::GrpcCount;
+
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -113,9 +121,9 @@ pub struct EndpointFamilies {
 }
 
 impl EndpointFamilies {
-    pub fn children(&self, cluster: &str, endpoint: &str) -> crate::cluster::EndpointMetrics {
+    pub fn children(&self, cluster: &str, endpoint: &str) -> EndpointMetrics {
         let labels = [cluster, endpoint];
-        crate::cluster::EndpointMetrics {
+        EndpointMetrics {
             healthy: self.healthy.with_label_values(&labels),
             requests_by_class: CODE_CLASSES
                 .map(|c| self.requests.with_label_values(&[cluster, endpoint, c])),

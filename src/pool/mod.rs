@@ -11,7 +11,9 @@
 //! (callgrind and CPU figures in the README's Performance section). An HTTP/2 connection is
 //! shared by concurrent streams and keeps its own driver task.
 
-use crate::http_proxy::body::RequestBody;
+pub mod body;
+
+use crate::pool::body::RequestBody;
 use crate::wake::{quiet, TaskWaker};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -176,11 +178,11 @@ impl H1Conn {
 /// circuit breaker's connection limit until it closes.
 struct Open {
     active: IntGauge,
-    _slot: super::circuit_breaker::Slot,
+    _slot: crate::circuit_breaker::Slot,
 }
 
 impl Open {
-    fn new(active: IntGauge, slot: super::circuit_breaker::Slot) -> Open {
+    fn new(active: IntGauge, slot: crate::circuit_breaker::Slot) -> Open {
         active.inc();
         Open {
             active,
@@ -268,7 +270,7 @@ pub enum ConnectError {
         source: std::io::Error,
     },
     #[error("circuit breaker: too many {}", .0.as_str())]
-    Overflow(super::circuit_breaker::Overflow),
+    Overflow(crate::circuit_breaker::Overflow),
     #[error("HTTP handshake with {endpoint} failed: {source}")]
     Handshake {
         endpoint: SocketAddr,
@@ -458,7 +460,7 @@ pub async fn connect(
     timeout: Duration,
     active: &IntGauge,
     failures: &IntCounter,
-    slot: super::circuit_breaker::Slot,
+    slot: crate::circuit_breaker::Slot,
     tls: Option<(
         &tokio_rustls::TlsConnector,
         rustls::pki_types::ServerName<'static>,

@@ -1,6 +1,9 @@
-use super::*;
-use crate::cluster::{Cluster, EndpointSet, SetRules};
+//! Balancing as a cluster does it: policies over a published set, slow start, panic mode.
+
+use super::{Cluster, EndpointSet, SetRules};
+use crate::balancer::*;
 use crate::config::ClusterConfig;
+use crate::hash::hash_key;
 use crate::metrics::Metrics;
 use std::collections::HashMap;
 

@@ -2,6 +2,9 @@
 //! among clusters), the rewrite and the headers to add. Pure data and matching, no I/O; built
 //! once per snapshot per listener.
 
+pub mod rate_limit;
+pub mod retry;
+
 use crate::cluster::Cluster;
 use crate::config::{ConfigDuration, RouteConfig};
 use crate::metrics::{Metrics, CODE_CLASSES};
@@ -69,8 +72,8 @@ pub struct Route {
     pub allow_connect: bool,
     /// `Upgrade` protocols passed on (lowercase).
     upgrades: Box<[String]>,
-    pub retry: Option<crate::http_proxy::retry::RetryPolicy>,
-    pub rate_limit: Option<crate::http_proxy::rate_limit::RateLimiter>,
+    pub retry: Option<retry::RetryPolicy>,
+    pub rate_limit: Option<rate_limit::RateLimiter>,
 }
 
 struct Rewrite {
@@ -338,12 +341,9 @@ fn build_route(
             &r.request_headers_add,
             &format!("{path}.request_headers_add"),
         )?,
-        retry: r
-            .retries
-            .as_ref()
-            .map(crate::http_proxy::retry::RetryPolicy::new),
+        retry: r.retries.as_ref().map(retry::RetryPolicy::new),
         rate_limit: r.rate_limit.as_ref().map(|rl| {
-            crate::http_proxy::rate_limit::RateLimiter::new(
+            rate_limit::RateLimiter::new(
                 rl.requests_per_second,
                 rl.burst.unwrap_or(rl.requests_per_second),
             )

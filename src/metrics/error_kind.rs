@@ -1,0 +1,123 @@
+//! The closed set of reasons the proxy answers on its own: each one's status code,
+//! `x-outrigger-error` value, gRPC status and metric label, so metric children can be resolved
+//! once per listener and the access log can name the cause.
+
+use http::StatusCode;
+
+/// The causes as a closed set, so metric children can be resolved once per listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    NoRoute,
+    NoHealthyEndpoint,
+    ConnectFailed,
+    ConnectTimeout,
+    UpstreamReset,
+    UpstreamProtocolError,
+    Timeout,
+    DownstreamBody,
+    AmbiguousFraming,
+    ListenerGone,
+    BadRequest,
+    PerTryTimeout,
+    RateLimited,
+    Overflow,
+    Overloaded,
+    UpstreamTls,
+    ConnectNotAllowed,
+    UpgradeNotAllowed,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 18] = [
+        ErrorKind::NoRoute,
+        ErrorKind::NoHealthyEndpoint,
+        ErrorKind::ConnectFailed,
+        ErrorKind::ConnectTimeout,
+        ErrorKind::UpstreamReset,
+        ErrorKind::UpstreamProtocolError,
+        ErrorKind::Timeout,
+        ErrorKind::DownstreamBody,
+        ErrorKind::AmbiguousFraming,
+        ErrorKind::ListenerGone,
+        ErrorKind::BadRequest,
+        ErrorKind::PerTryTimeout,
+        ErrorKind::RateLimited,
+        ErrorKind::Overflow,
+        ErrorKind::Overloaded,
+        ErrorKind::UpstreamTls,
+        ErrorKind::ConnectNotAllowed,
+        ErrorKind::UpgradeNotAllowed,
+    ];
+
+    /// The `x-outrigger-error` value and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NoRoute => "no_route",
+            ErrorKind::NoHealthyEndpoint => "no_healthy_endpoint",
+            ErrorKind::ConnectFailed => "connect_failed",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::UpstreamReset => "upstream_reset",
+            ErrorKind::UpstreamProtocolError => "upstream_protocol_error",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::DownstreamBody => "downstream_body",
+            ErrorKind::AmbiguousFraming => "ambiguous_framing",
+            ErrorKind::ListenerGone => "listener_gone",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::PerTryTimeout => "per_try_timeout",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Overflow => "overflow",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::UpstreamTls => "upstream_tls_error",
+            ErrorKind::ConnectNotAllowed => "connect_not_allowed",
+            ErrorKind::UpgradeNotAllowed => "upgrade_not_allowed",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::NoRoute => StatusCode::NOT_FOUND,
+            ErrorKind::DownstreamBody | ErrorKind::AmbiguousFraming | ErrorKind::BadRequest => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorKind::NoHealthyEndpoint
+            | ErrorKind::ConnectFailed
+            | ErrorKind::ConnectTimeout
+            | ErrorKind::ListenerGone => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::UpstreamReset
+            | ErrorKind::UpstreamProtocolError
+            | ErrorKind::UpstreamTls => StatusCode::BAD_GATEWAY,
+            ErrorKind::Timeout | ErrorKind::PerTryTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Overflow | ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::UpgradeNotAllowed => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// The gRPC status a gRPC client gets instead of the HTTP status (gRPC clients read
+    /// `grpc-status`, not the HTTP one): timeouts are DEADLINE_EXCEEDED (4), an unknown
+    /// method UNIMPLEMENTED (12), a malformed request INTERNAL (13), a rate limit
+    /// RESOURCE_EXHAUSTED (8), everything upstream-side UNAVAILABLE (14), which clients retry.
+    pub fn grpc_status(self) -> u8 {
+        match self {
+            ErrorKind::Timeout | ErrorKind::PerTryTimeout => 4,
+            ErrorKind::NoRoute | ErrorKind::ConnectNotAllowed => 12,
+            ErrorKind::DownstreamBody | ErrorKind::AmbiguousFraming | ErrorKind::BadRequest => 13,
+            ErrorKind::RateLimited => 8,
+            ErrorKind::UpgradeNotAllowed => 7,
+            ErrorKind::NoHealthyEndpoint
+            | ErrorKind::ConnectFailed
+            | ErrorKind::ConnectTimeout
+            | ErrorKind::ListenerGone
+            | ErrorKind::UpstreamReset
+            | ErrorKind::UpstreamProtocolError
+            | ErrorKind::UpstreamTls
+            | ErrorKind::Overflow
+            | ErrorKind::Overloaded => 14,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
