@@ -3,6 +3,10 @@
 
 pub use crate::metrics::ErrorKind;
 
+use super::body::ResponseBody;
+use super::forward;
+use http::{header, HeaderValue, Response, Version};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("no route matches the request")]
@@ -77,11 +81,84 @@ impl ProxyError {
         }
     }
 
+    /// The one place an error becomes the client's answer. The body is a fixed phrase:
+    /// details (addresses, OS errors) go to logs and metrics, not to clients. A gRPC client
+    /// gets 200 with `grpc-status` and `grpc-message` instead (gRPC clients read those, not
+    /// the HTTP status).
+    pub fn into_response(self, version: Version, grpc: bool) -> Response<ResponseBody> {
+        let e = &self;
+        let kind = e.kind();
+        let text = error_text(kind);
+        let mut resp = Response::new(ResponseBody::full(text));
+        *resp.status_mut() = kind.status();
+        let h = resp.headers_mut();
+        h.insert(
+            forward::X_OUTRIGGER_ERROR.clone(),
+            HeaderValue::from_static(kind.as_str()),
+        );
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        match e {
+            ProxyError::RateLimited(wait) => {
+                h.insert(header::RETRY_AFTER, wait.as_secs().max(1).into());
+            }
+            ProxyError::Overflow(_)
+            | ProxyError::Overloaded
+            | ProxyError::Connect(crate::pool::ConnectError::Overflow(_)) => {
+                h.insert(
+                    forward::X_OUTRIGGER_OVERFLOW.clone(),
+                    HeaderValue::from_static("1"),
+                );
+            }
+            ProxyError::ConnectNotAllowed => {
+                h.insert(
+                    header::ALLOW,
+                    HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+                );
+            }
+            _ => {}
+        }
+        if e.closes_connection() && version < Version::HTTP_2 {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if grpc {
+            *resp.status_mut() = http::StatusCode::OK;
+            super::grpc::error_headers(resp.headers_mut(), kind.grpc_status(), text);
+            *resp.body_mut() = ResponseBody::empty();
+        }
+        resp
+    }
+
     /// Whether the client's connection must be closed after this answer.
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
             ProxyError::AmbiguousFraming | ProxyError::DownstreamBody(_)
         )
+    }
+}
+
+/// The fixed phrase of a proxy-made answer.
+pub fn error_text(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::NoRoute => "no route matched the request\n",
+        ErrorKind::NoHealthyEndpoint => "no healthy upstream\n",
+        ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout => "upstream connect error\n",
+        ErrorKind::UpstreamReset => "upstream reset before response\n",
+        ErrorKind::UpstreamProtocolError => "invalid response from upstream\n",
+        ErrorKind::Timeout => "upstream request timeout\n",
+        ErrorKind::DownstreamBody => "bad request body\n",
+        ErrorKind::AmbiguousFraming => "ambiguous request framing\n",
+        ErrorKind::ListenerGone => "listener removed\n",
+        ErrorKind::BadRequest => "bad request\n",
+        ErrorKind::PerTryTimeout => "upstream per-try timeout\n",
+        ErrorKind::RateLimited => "rate limited\n",
+        ErrorKind::Overflow => "upstream overflow (circuit breaker)\n",
+        ErrorKind::Overloaded => "overloaded\n",
+        ErrorKind::UpstreamTls => "upstream TLS handshake failed\n",
+        ErrorKind::ConnectNotAllowed => "CONNECT is not allowed here\n",
+        ErrorKind::UpgradeNotAllowed => "upgrade not allowed\n",
     }
 }
