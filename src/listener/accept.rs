@@ -1,0 +1,220 @@
+//! The accept loop: a permit per connection (at the limit, a refusal at once), then one task
+//! per connection, tracked by the drain.
+
+use super::serve::{http_builders, Connection, HttpSettings};
+use super::{Counted, Listener, OPEN};
+use crate::config::ListenerProtocol;
+use crate::conn_tracker::ConnTracker;
+use crate::http_proxy::{self, Downstream};
+use crate::runtime::Runtime;
+use crate::tcp_proxy::TcpSettings;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+impl Listener {
+    /// Accepts until the runtime drains or `stop` is cancelled (a reload removed or replaced
+    /// this listener). Waiting for a permit before `accept` leaves excess connections in the
+    /// kernel's backlog rather than taking them and starving them. A stopped listener's
+    /// connections close once idle and are cut after the drain timeout.
+    pub async fn run(
+        self,
+        runtime: Arc<Runtime>,
+        stop: CancellationToken,
+        close_connections: CancellationToken,
+    ) {
+        let permits = Arc::new(Semaphore::new(self.config.limits.max_connections));
+        let metrics = &runtime.metrics;
+        let active = metrics
+            .downstream_connections_active
+            .with_label_values(&[&self.name]);
+        let accepted = metrics
+            .downstream_connections
+            .with_label_values(&[&self.name]);
+        let shed = metrics
+            .load_shed
+            .with_label_values(&[&self.name, "max_connections"]);
+        let drain = runtime.shutdown.drain_token();
+        tracing::info!(listener = %self.name, address = %self.local_addr, "listening");
+        if let Some(tls) = &self.tls {
+            tls.spawn_rotation(stop.clone());
+        }
+        let http = Arc::new(self.http_settings(&runtime, &close_connections));
+        let tcp = self.tcp_settings();
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = drain.cancelled() => break,
+                _ = stop.cancelled() => break,
+                r = self.socket.accept() => match r {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning on the error.
+                        tracing::warn!(listener = %self.name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            // At the limit, refuse at once rather than queue without bound: a client (or the
+            // load balancer in front) can retry elsewhere instead of waiting in the backlog.
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                shed.inc();
+                match tcp {
+                    // Not an HTTP client: no HTTP answer, just the close, at once.
+                    Some(_) => drop(stream),
+                    None => {
+                        tokio::spawn(refuse(stream));
+                    }
+                }
+                continue;
+            };
+            accepted.inc();
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            let conn = Accepted {
+                stream,
+                peer,
+                active: active.clone(),
+                permit,
+            };
+            match &tcp {
+                Some(settings) => {
+                    self.spawn_tcp(conn, &runtime, settings.clone(), close_connections.clone())
+                }
+                None => self.spawn_http(conn, &runtime, http.clone()),
+            }
+        }
+        tracing::info!(listener = %self.name, "stopped accepting");
+    }
+
+    fn http_settings(&self, runtime: &Runtime, close: &CancellationToken) -> HttpSettings {
+        let limits = &self.config.limits;
+        let metrics = &runtime.metrics;
+        HttpSettings {
+            builders: http_builders(&self.config),
+            idle_timeout: limits.idle_timeout.get(),
+            park_after: Some(limits.park_idle_after.get()).filter(|d| !d.is_zero()),
+            max_head: limits.max_request_headers_kb * 1024,
+            header_timeout: limits.header_read_timeout.get(),
+            close: close.clone(),
+            close_timeout: limits.close_timeout.get(),
+            stream_idle: Some(limits.stream_idle_timeout.get()).filter(|d| !d.is_zero()),
+            timeouts: ["idle", "header_read", "stream_idle"].map(|k| {
+                metrics
+                    .downstream_timeouts
+                    .with_label_values(&[&self.name, k])
+            }),
+            parked: metrics
+                .downstream_connections_parked
+                .with_label_values(&[&self.name]),
+        }
+    }
+
+    fn tcp_settings(&self) -> Option<Arc<TcpSettings>> {
+        let limits = &self.config.limits;
+        (self.config.protocol == ListenerProtocol::Tcp).then(|| {
+            Arc::new(TcpSettings {
+                listener: self.name.clone(),
+                idle_timeout: limits.idle_timeout.get(),
+                buffer: limits.buffer_kb * 1024,
+                connect_attempts: self.config.connect_attempts,
+                accept_proxy_protocol: self.config.accept_proxy_protocol,
+                header_timeout: limits.header_read_timeout.get(),
+            })
+        })
+    }
+
+    fn spawn_tcp(
+        &self,
+        conn: Accepted,
+        runtime: &Arc<Runtime>,
+        settings: Arc<TcpSettings>,
+        close: CancellationToken,
+    ) {
+        let Accepted {
+            stream,
+            peer,
+            active,
+            permit,
+        } = conn;
+        let local = stream.local_addr().unwrap_or(self.local_addr);
+        let tls = self.tls.clone();
+        let handshake_timeout = self.config.limits.header_read_timeout.get();
+        let rt = runtime.clone();
+        runtime.shutdown.track(async move {
+            active.inc();
+            match tls {
+                None => crate::tcp_proxy::serve(stream, peer, local, rt, settings, close).await,
+                Some(tls) => {
+                    if let Some(s) = tls.accept(stream, handshake_timeout).await {
+                        crate::tcp_proxy::serve(s, peer, local, rt, settings, close).await;
+                    }
+                }
+            }
+            active.dec();
+            drop(permit);
+        });
+    }
+
+    fn spawn_http(&self, conn: Accepted, runtime: &Arc<Runtime>, http: Arc<HttpSettings>) {
+        let Accepted {
+            stream,
+            peer,
+            active,
+            permit,
+        } = conn;
+        let tls = self.tls.clone();
+        let handshake_timeout = self.config.limits.header_read_timeout.get();
+        let conn = Connection {
+            down: Arc::new(Downstream {
+                listener: self.name.clone(),
+                runtime: runtime.clone(),
+                peer,
+                scheme: if tls.is_some() { "https" } else { "http" },
+                conn: Arc::new(ConnTracker::holding(permit)),
+                client_cert: None,
+                tls_version: None,
+                forwarded_for: http_proxy::forward::forwarded_for_value(peer.ip()),
+                trusted: crate::config::units::any_contains(&self.config.trusted_hops, peer.ip()),
+            }),
+            http,
+        };
+        runtime.shutdown.track(async move {
+            active.inc();
+            let _open = Counted::new(&OPEN);
+            match tls {
+                None => conn.serve_plain(stream).await,
+                // Boxed so that plain connections' tasks are not sized for TLS state (a
+                // parked connection's task is then ~1 KiB).
+                Some(tls) => Box::pin(conn.serve_tls(stream, tls, handshake_timeout)).await,
+            }
+            active.dec();
+        });
+    }
+}
+
+/// A connection taken from the socket, with its slot under `max_connections`.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    active: prometheus::IntGauge,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Answers an HTTP connection over the limit with a bare 503 and closes it. It first reads what
+/// the client sent (briefly), so an HTTP client sees an answer to its request rather than an
+/// unsolicited message; the whole exchange is bounded (~1.2 s), so refused connections cannot
+/// pile up descriptors.
+async fn refuse(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await;
+    const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\nx-outrigger-error: overloaded\r\nx-outrigger-overflow: 1\r\n\r\n";
+    // Best effort: the client may already be gone, and the socket closes either way.
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(REFUSAL)).await;
+    let _ = stream.shutdown().await;
+}
