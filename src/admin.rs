@@ -198,15 +198,7 @@ pub async fn handle(
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     let post = req.method() == Method::POST;
     match path {
-        "/metrics" if get => with_type(
-            text(StatusCode::OK, {
-                for c in &runtime.snapshot().clusters {
-                    c.refresh_gauges();
-                }
-                runtime.metrics.encode()
-            }),
-            "text/plain; version=0.0.4; charset=utf-8",
-        ),
+        "/metrics" if get => metrics(runtime),
         "/ready" if get => {
             if runtime.is_ready() {
                 text(StatusCode::OK, "ready\n")
@@ -217,45 +209,12 @@ pub async fn handle(
             }
         }
         "/healthz" if get => text(StatusCode::OK, "ok\n"),
-        "/config" if get => {
-            let snap = runtime.snapshot();
-            let mut body = format!(
-                "# source: {}\n# generation: {}\n",
-                snap.loaded.source.display(),
-                snap.generation
-            );
-            match runtime.last_reload_error() {
-                None => body.push_str("# last reload: ok\n"),
-                Some(e) => {
-                    body.push_str("# last reload: FAILED, this configuration stays in force:\n");
-                    for line in e.lines() {
-                        body.push_str(&format!("#   {line}\n"));
-                    }
-                }
-            }
-            body.push_str(&crate::config::redacted_yaml(&snap.loaded.config));
-            with_type(text(StatusCode::OK, body), "application/yaml")
-        }
+        "/config" if get => config(runtime),
         "/clusters" if get => with_type(
             text(StatusCode::OK, clusters_json(runtime)),
             "application/json",
         ),
-        "/listeners" if get => {
-            let list: Vec<_> = reloader
-                .listener_addrs()
-                .into_iter()
-                .map(
-                    |(name, addr)| serde_json::json!({ "name": name, "address": addr.to_string() }),
-                )
-                .collect();
-            with_type(
-                text(
-                    StatusCode::OK,
-                    serde_json::json!({ "listeners": list }).to_string(),
-                ),
-                "application/json",
-            )
-        }
+        "/listeners" if get => listeners(reloader),
         "/reload" if post => match reloader.reload().await {
             Ok(summary) => with_type(
                 text(
@@ -285,6 +244,53 @@ pub async fn handle(
             "not found; try /metrics /ready /healthz /config /clusters /listeners /logging\n",
         ),
     }
+}
+
+fn metrics(runtime: &Runtime) -> Response<Full<Bytes>> {
+    for c in &runtime.snapshot().clusters {
+        c.refresh_gauges();
+    }
+    with_type(
+        text(StatusCode::OK, runtime.metrics.encode()),
+        "text/plain; version=0.0.4; charset=utf-8",
+    )
+}
+
+/// The running configuration (secrets redacted), with its source, generation and whether the
+/// last reload failed.
+fn config(runtime: &Runtime) -> Response<Full<Bytes>> {
+    let snap = runtime.snapshot();
+    let mut body = format!(
+        "# source: {}\n# generation: {}\n",
+        snap.loaded.source.display(),
+        snap.generation
+    );
+    match runtime.last_reload_error() {
+        None => body.push_str("# last reload: ok\n"),
+        Some(e) => {
+            body.push_str("# last reload: FAILED, this configuration stays in force:\n");
+            for line in e.lines() {
+                body.push_str(&format!("#   {line}\n"));
+            }
+        }
+    }
+    body.push_str(&crate::config::redacted_yaml(&snap.loaded.config));
+    with_type(text(StatusCode::OK, body), "application/yaml")
+}
+
+fn listeners(reloader: &Reloader) -> Response<Full<Bytes>> {
+    let list: Vec<_> = reloader
+        .listener_addrs()
+        .into_iter()
+        .map(|(name, addr)| serde_json::json!({ "name": name, "address": addr.to_string() }))
+        .collect();
+    with_type(
+        text(
+            StatusCode::OK,
+            serde_json::json!({ "listeners": list }).to_string(),
+        ),
+        "application/json",
+    )
 }
 
 /// `POST /logging?level=debug` sets every target to one level; `?filter=info,outrigger::health=debug`

@@ -153,60 +153,8 @@ impl Reloader {
             &self.runtime.metrics,
             old.generation + 1,
         )?;
-        let cfg = &snapshot.loaded.config;
-        for (key, changed) in [
-            (
-                "admin.address",
-                cfg.admin.address != old.loaded.config.admin.address,
-            ),
-            (
-                "metrics.per_endpoint",
-                cfg.metrics.per_endpoint != old.loaded.config.metrics.per_endpoint,
-            ),
-            (
-                "server.worker_threads",
-                cfg.server.worker_threads != old.loaded.config.server.worker_threads,
-            ),
-        ] {
-            if changed {
-                tracing::warn!(key, "changed, but takes effect only at the next start");
-            }
-        }
-
-        // Listeners: reuse a running socket when the address is the same; bind the rest now,
-        // before the store, so a bind failure changes nothing.
-        // Each running socket goes to at most one listener: the same name at the same address
-        // first, then (renames) the same concrete address. Port 0 means "any port", so it only
-        // matches by name.
-        let mut plan = Vec::with_capacity(cfg.listeners.len());
-        let mut claimed = vec![false; running.len()];
-        for (i, lc) in cfg.listeners.iter().enumerate() {
-            let by_name = running.iter().enumerate().position(|(k, r)| {
-                !claimed[k] && *r.listener.name == *lc.name && same_address(&r.listener, lc)
-            });
-            let by_addr = || {
-                running.iter().enumerate().position(|(k, r)| {
-                    !claimed[k] && matches!(lc.address.parse::<SocketAddr>(), Ok(a) if a.port() != 0 && a == r.listener.local_addr)
-                })
-            };
-            let base = &snapshot.loaded.base_dir;
-            match by_name.or_else(by_addr) {
-                Some(k) => {
-                    claimed[k] = true;
-                    // Unchanged TLS settings keep the running TLS state (and its rotation).
-                    let tls = if running[k].listener.config.tls == lc.tls {
-                        running[k].listener.tls.clone()
-                    } else {
-                        crate::listener::build_tls(i, lc, base, &self.runtime.metrics)?
-                    };
-                    plan.push(Plan::Reuse(k, lc.clone(), tls));
-                }
-                None => {
-                    let tls = crate::listener::build_tls(i, lc, base, &self.runtime.metrics)?;
-                    plan.push(Plan::New(Listener::bind(i, lc, tls).await?));
-                }
-            }
-        }
+        warn_restart_only(&old.loaded.config, &snapshot.loaded.config);
+        let plan = self.plan_listeners(&snapshot, running).await?;
 
         let summary = summarize(&old, &snapshot);
         let new_clusters: Vec<Arc<Cluster>> = snapshot
@@ -224,7 +172,64 @@ impl Reloader {
         let generation = snapshot.generation;
         self.runtime.publish(snapshot);
 
-        // After the store: start, restart and stop accept loops.
+        // After the store: start, restart and stop accept loops, then the clusters' tasks.
+        self.switch_listeners(plan, running);
+        self.retire(&retired);
+        for c in &new_clusters {
+            crate::health::spawn(c);
+            crate::discovery::spawn(c);
+        }
+        Ok(ReloadSummary {
+            generation,
+            ..summary
+        })
+    }
+
+    /// Listeners: reuse a running socket when the address is the same; bind the rest now,
+    /// before the store, so a bind failure changes nothing.
+    /// Each running socket goes to at most one listener: the same name at the same address
+    /// first, then (renames) the same concrete address. Port 0 means "any port", so it only
+    /// matches by name.
+    async fn plan_listeners(
+        &self,
+        snapshot: &Snapshot,
+        running: &[Running],
+    ) -> Result<Vec<Plan>, ReloadError> {
+        let cfg = &snapshot.loaded.config;
+        let base = &snapshot.loaded.base_dir;
+        let mut plan = Vec::with_capacity(cfg.listeners.len());
+        let mut claimed = vec![false; running.len()];
+        for (i, lc) in cfg.listeners.iter().enumerate() {
+            let by_name = running.iter().enumerate().position(|(k, r)| {
+                !claimed[k] && *r.listener.name == *lc.name && same_address(&r.listener, lc)
+            });
+            let by_addr = || {
+                running.iter().enumerate().position(|(k, r)| {
+                    !claimed[k] && matches!(lc.address.parse::<SocketAddr>(), Ok(a) if a.port() != 0 && a == r.listener.local_addr)
+                })
+            };
+            match by_name.or_else(by_addr) {
+                Some(k) => {
+                    claimed[k] = true;
+                    // Unchanged TLS settings keep the running TLS state (and its rotation).
+                    let tls = if running[k].listener.config.tls == lc.tls {
+                        running[k].listener.tls.clone()
+                    } else {
+                        crate::listener::build_tls(i, lc, base, &self.runtime.metrics)?
+                    };
+                    plan.push(Plan::Reuse(k, lc.clone(), tls));
+                }
+                None => {
+                    let tls = crate::listener::build_tls(i, lc, base, &self.runtime.metrics)?;
+                    plan.push(Plan::New(Listener::bind(i, lc, tls).await?));
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Carries out a plan once the new snapshot is published.
+    fn switch_listeners(&self, plan: Vec<Plan>, running: &mut Vec<Running>) {
         let mut kept = vec![false; running.len()];
         let mut next = Vec::with_capacity(plan.len());
         for p in plan {
@@ -265,12 +270,16 @@ impl Reloader {
             .iter()
             .map(|r| (r.listener.name.to_string(), r.listener.local_addr))
             .collect();
-        for c in &retired {
+    }
+
+    /// Stops the tasks of clusters the new snapshot replaced or dropped, and forgets the
+    /// series of endpoints that are gone (their cluster removed, or no longer listing them).
+    fn retire(&self, retired: &[Arc<Cluster>]) {
+        for c in retired {
             c.retire();
         }
-        // Series of endpoints that are gone (their cluster removed, or no longer listing them).
         let now = self.runtime.snapshot();
-        for c in &retired {
+        for c in retired {
             let still = now.cluster(&c.name);
             for e in c.endpoints().all.iter() {
                 let kept =
@@ -280,20 +289,31 @@ impl Reloader {
                 }
             }
         }
-        for c in &new_clusters {
-            crate::health::spawn(c);
-            crate::discovery::spawn(c);
-        }
-        Ok(ReloadSummary {
-            generation,
-            ..summary
-        })
     }
 
     /// Whether the file's content differs from what the last reload read.
     fn file_changed(&self, path: &Path) -> bool {
         let now = content_hash(path);
         now.is_some() && now != *self.last_seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Keys a reload reads but only a restart applies.
+fn warn_restart_only(old: &config::Config, cfg: &config::Config) {
+    for (key, changed) in [
+        ("admin.address", cfg.admin.address != old.admin.address),
+        (
+            "metrics.per_endpoint",
+            cfg.metrics.per_endpoint != old.metrics.per_endpoint,
+        ),
+        (
+            "server.worker_threads",
+            cfg.server.worker_threads != old.server.worker_threads,
+        ),
+    ] {
+        if changed {
+            tracing::warn!(key, "changed, but takes effect only at the next start");
+        }
     }
 }
 

@@ -2,8 +2,9 @@
 //! point at. `Snapshot::build` reuses a previous snapshot's `Arc<Cluster>` when that cluster's
 //! definition is unchanged, so endpoint state, balancer state and pools survive a reload.
 
+use crate::access_log::AccessLog;
 use crate::cluster::{Cluster, ClusterError};
-use crate::config::{ListenerProtocol, LoadedConfig};
+use crate::config::{ListenerConfig, ListenerProtocol, LoadedConfig};
 use crate::metrics::ErrorKind;
 use crate::metrics::{Metrics, NO_CLUSTER};
 use crate::route::{RouteError, RouteTable};
@@ -89,6 +90,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Builds the runtime view of `loaded`, reusing from `previous` every cluster (and access
+    /// log) whose definition is unchanged.
     pub fn build(
         loaded: LoadedConfig,
         previous: Option<&Snapshot>,
@@ -96,142 +99,34 @@ impl Snapshot {
         generation: u64,
     ) -> Result<Snapshot, SnapshotError> {
         let cfg = &loaded.config;
-        let mut by_name: HashMap<String, Arc<Cluster>> = HashMap::new();
-        let mut clusters = Vec::with_capacity(cfg.clusters.len());
-        for (i, c) in cfg.clusters.iter().enumerate() {
-            let reused = previous
-                .and_then(|p| p.cluster(&c.name))
-                .filter(|old| old.config == *c)
-                .cloned();
-            let cluster = match reused {
-                Some(old) => old,
-                None => {
-                    let new = Cluster::build_in(i, c, metrics, &loaded.base_dir)?;
-                    if let Some(old) = previous
-                        .and_then(|p| p.cluster(&c.name))
-                        .filter(|old| c.discovery.is_some() && old.config.discovery == c.discovery)
-                    {
-                        new.seed_discovered(old);
-                    }
-                    Arc::new(new)
-                }
-            };
-            by_name.insert(c.name.clone(), cluster.clone());
-            clusters.push(cluster);
-        }
+        let clusters = build_clusters(&loaded, previous, metrics)?;
+        let by_name: HashMap<String, Arc<Cluster>> = clusters
+            .iter()
+            .map(|c| (c.name.clone(), c.clone()))
+            .collect();
         let mut listeners = HashMap::new();
         for (i, l) in cfg.listeners.iter().enumerate() {
-            let errors = ErrorKind::ALL
-                .iter()
-                .map(|k| {
-                    metrics
-                        .proxy_errors
-                        .with_label_values(&[&l.name, k.as_str()])
-                })
-                .collect();
-            let no_route_requests = metrics
-                .downstream_requests
-                .with_label_values(&[&l.name, NO_CLUSTER, "4xx"]);
-            let shed_requests = metrics
-                .load_shed
-                .with_label_values(&[&l.name, "max_in_flight_requests"]);
-            if l.protocol == ListenerProtocol::Tcp {
-                let route = |name: &str| -> Result<TcpRoute, SnapshotError> {
-                    let cluster = by_name.get(name).cloned().ok_or_else(|| {
-                        SnapshotError::Route(RouteError::Invalid {
-                            path: format!("listeners[{i}]"),
-                            message: format!("no cluster named {name:?}"),
-                        })
-                    })?;
-                    Ok(TcpRoute {
-                        cluster,
-                        connections: metrics.tcp_connections.with_label_values(&[&l.name, name]),
-                        bytes_to_upstream: metrics
-                            .tcp_bytes
-                            .with_label_values(&[&l.name, "to_upstream"]),
-                        bytes_to_downstream: metrics
-                            .tcp_bytes
-                            .with_label_values(&[&l.name, "to_downstream"]),
-                        duration: metrics.tcp_duration.with_label_values(&[&l.name]),
-                        idle_timeouts: metrics
-                            .downstream_timeouts
-                            .with_label_values(&[&l.name, "idle"]),
-                    })
-                };
-                let mut by_sni = Vec::new();
-                for r in &l.routes {
-                    if let (Some(sni), Some(c)) = (&r.matcher.sni, &r.cluster) {
-                        by_sni.push((sni.clone(), route(c)?));
-                    }
-                }
-                let default = l.cluster.as_deref().map(route).transpose()?;
-                listeners.insert(
-                    l.name.clone(),
-                    ListenerState {
-                        tcp: Some(TcpRoutes { by_sni, default }),
-                        access_log: None,
-                        routes: RouteTable::empty(),
-                        no_route_requests,
-                        shed_requests,
-                        errors,
-                        paths: path_policy(l),
-                        request_id: l.request_id,
-                        stream_idle_timeout: stream_idle(l),
-                        stream_idle_timeouts: metrics
-                            .downstream_timeouts
-                            .with_label_values(&[&l.name, "stream_idle"]),
-                    },
-                );
-                continue;
-            }
-            let routes = RouteTable::build(
-                &l.name,
-                &format!("listeners[{i}]"),
-                &l.routes,
-                l.cluster.as_deref(),
-                &by_name,
+            let b = ListenerBuild {
+                index: i,
+                l,
+                by_name: &by_name,
                 metrics,
-            )?;
-            // An unchanged log keeps its open file and writer.
-            let access_log = match &l.access_log {
-                None => None,
-                Some(al) => match previous
-                    .and_then(|p| p.listeners.get(&l.name))
-                    .and_then(|s| s.access_log.clone())
-                    .filter(|old| old.config == *al)
-                {
-                    Some(old) => Some(old),
-                    None => Some(
-                        crate::access_log::AccessLog::start(
-                            al,
-                            &loaded.base_dir,
-                            metrics.access_log_dropped.with_label_values(&[&l.name]),
-                        )
-                        .map_err(|source| SnapshotError::AccessLog {
-                            index: i,
-                            path: al.path.clone(),
-                            source,
-                        })?,
-                    ),
-                },
             };
-            listeners.insert(
-                l.name.clone(),
-                ListenerState {
-                    tcp: None,
-                    access_log,
-                    routes,
-                    no_route_requests,
-                    shed_requests,
-                    errors,
-                    paths: path_policy(l),
-                    request_id: l.request_id,
-                    stream_idle_timeout: stream_idle(l),
-                    stream_idle_timeouts: metrics
-                        .downstream_timeouts
-                        .with_label_values(&[&l.name, "stream_idle"]),
-                },
-            );
+            let (tcp, routes, access_log) = match l.protocol {
+                ListenerProtocol::Tcp => (Some(b.tcp_routes()?), RouteTable::empty(), None),
+                ListenerProtocol::Http => {
+                    let routes = RouteTable::build(
+                        &l.name,
+                        &format!("listeners[{i}]"),
+                        &l.routes,
+                        l.cluster.as_deref(),
+                        &by_name,
+                        metrics,
+                    )?;
+                    (None, routes, b.access_log(previous, &loaded.base_dir)?)
+                }
+            };
+            listeners.insert(l.name.clone(), b.state(tcp, routes, access_log));
         }
         Ok(Snapshot {
             generation,
@@ -243,5 +138,146 @@ impl Snapshot {
 
     pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
         self.clusters.iter().find(|c| c.name == name)
+    }
+}
+
+/// The clusters of `loaded` in config order: unchanged ones taken from `previous` as they are,
+/// changed ones built anew (seeded with what discovery last found, when it is unchanged).
+fn build_clusters(
+    loaded: &LoadedConfig,
+    previous: Option<&Snapshot>,
+    metrics: &Metrics,
+) -> Result<Vec<Arc<Cluster>>, SnapshotError> {
+    let mut clusters = Vec::with_capacity(loaded.config.clusters.len());
+    for (i, c) in loaded.config.clusters.iter().enumerate() {
+        let old = previous.and_then(|p| p.cluster(&c.name));
+        let cluster = match old.filter(|old| old.config == *c) {
+            Some(old) => old.clone(),
+            None => {
+                let new = Cluster::build_in(i, c, metrics, &loaded.base_dir)?;
+                if let Some(old) =
+                    old.filter(|old| c.discovery.is_some() && old.config.discovery == c.discovery)
+                {
+                    new.seed_discovered(old);
+                }
+                Arc::new(new)
+            }
+        };
+        clusters.push(cluster);
+    }
+    Ok(clusters)
+}
+
+/// What building one listener's state needs.
+struct ListenerBuild<'a> {
+    index: usize,
+    l: &'a ListenerConfig,
+    by_name: &'a HashMap<String, Arc<Cluster>>,
+    metrics: &'a Metrics,
+}
+
+impl ListenerBuild<'_> {
+    fn state(
+        &self,
+        tcp: Option<TcpRoutes>,
+        routes: RouteTable,
+        access_log: Option<Arc<AccessLog>>,
+    ) -> ListenerState {
+        let (l, metrics) = (self.l, self.metrics);
+        ListenerState {
+            tcp,
+            access_log,
+            routes,
+            no_route_requests: metrics
+                .downstream_requests
+                .with_label_values(&[&l.name, NO_CLUSTER, "4xx"]),
+            shed_requests: metrics
+                .load_shed
+                .with_label_values(&[&l.name, "max_in_flight_requests"]),
+            errors: ErrorKind::ALL
+                .iter()
+                .map(|k| {
+                    metrics
+                        .proxy_errors
+                        .with_label_values(&[&l.name, k.as_str()])
+                })
+                .collect(),
+            paths: path_policy(l),
+            request_id: l.request_id,
+            stream_idle_timeout: stream_idle(l),
+            stream_idle_timeouts: metrics
+                .downstream_timeouts
+                .with_label_values(&[&l.name, "stream_idle"]),
+        }
+    }
+
+    fn tcp_route(&self, name: &str) -> Result<TcpRoute, SnapshotError> {
+        let (l, metrics) = (self.l, self.metrics);
+        let cluster = self.by_name.get(name).cloned().ok_or_else(|| {
+            SnapshotError::Route(RouteError::Invalid {
+                path: format!("listeners[{}]", self.index),
+                message: format!("no cluster named {name:?}"),
+            })
+        })?;
+        Ok(TcpRoute {
+            cluster,
+            connections: metrics.tcp_connections.with_label_values(&[&l.name, name]),
+            bytes_to_upstream: metrics
+                .tcp_bytes
+                .with_label_values(&[&l.name, "to_upstream"]),
+            bytes_to_downstream: metrics
+                .tcp_bytes
+                .with_label_values(&[&l.name, "to_downstream"]),
+            duration: metrics.tcp_duration.with_label_values(&[&l.name]),
+            idle_timeouts: metrics
+                .downstream_timeouts
+                .with_label_values(&[&l.name, "idle"]),
+        })
+    }
+
+    fn tcp_routes(&self) -> Result<TcpRoutes, SnapshotError> {
+        let mut by_sni = Vec::new();
+        for r in &self.l.routes {
+            if let (Some(sni), Some(c)) = (&r.matcher.sni, &r.cluster) {
+                by_sni.push((sni.clone(), self.tcp_route(c)?));
+            }
+        }
+        let default = self
+            .l
+            .cluster
+            .as_deref()
+            .map(|c| self.tcp_route(c))
+            .transpose()?;
+        Ok(TcpRoutes { by_sni, default })
+    }
+
+    /// An unchanged log keeps its open file and writer.
+    fn access_log(
+        &self,
+        previous: Option<&Snapshot>,
+        base_dir: &std::path::Path,
+    ) -> Result<Option<Arc<AccessLog>>, SnapshotError> {
+        let l = self.l;
+        let Some(al) = &l.access_log else {
+            return Ok(None);
+        };
+        if let Some(old) = previous
+            .and_then(|p| p.listeners.get(&l.name))
+            .and_then(|s| s.access_log.clone())
+            .filter(|old| old.config == *al)
+        {
+            return Ok(Some(old));
+        }
+        let dropped = self
+            .metrics
+            .access_log_dropped
+            .with_label_values(&[&l.name]);
+        AccessLog::start(al, base_dir, dropped)
+            .map(Some)
+            .map_err(|source| SnapshotError::AccessLog {
+                index: self.index,
+                path: al.path.clone(),
+                source,
+            })
     }
 }

@@ -210,37 +210,9 @@ async fn forward_request<'a>(
 ) -> Answer<'a> {
     let (down, listener) = (ctx.down, ctx.listener);
     let cluster = &target.cluster;
-    // The client's gRPC deadline, when it is shorter than the route's.
-    let timeout = match (
-        route.timeout,
-        shape.grpc.then(|| grpc::timeout(&parts.headers)),
-    ) {
-        (Some(r), Some(Some(g))) => Some(r.min(g)),
-        (None, Some(Some(g))) => Some(g),
-        (r, _) => r,
-    };
+    let timeout = deadline(route, shape, &parts.headers);
     let hash = cluster.request_hash(&parts.headers, down.peer.ip());
-    forward::prepare_request(
-        &mut parts,
-        route,
-        down.forwarded_for.as_ref(),
-        down.scheme,
-        down.client_cert.as_deref(),
-        forward::Trust {
-            peer_trusted: down.trusted,
-            request_id: listener.request_id,
-        },
-    );
-    if let Some(entry) = log {
-        entry.entry.request_id = respond::header_str(&parts.headers, &forward::X_REQUEST_ID);
-    }
-    if let Some(proto) = &shape.upgrade {
-        // Hop-by-hop, so removed above; an upgrade passes them on by design.
-        parts.headers.insert(header::UPGRADE, proto.clone());
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
+    ready_for_upstream(ctx, route, &mut parts, shape, log);
     let attempts = AtomicU32::new(1);
     let marks = Marks {
         name_upstream: route.add_upstream_header,
@@ -248,16 +220,7 @@ async fn forward_request<'a>(
         // allocations per request (label, map, table, boxed value).
         info: log.is_some() || shape.grpc,
     };
-    // An empty body (most GETs) has nothing to wait for.
-    let idle = if body.is_end_stream() {
-        None
-    } else {
-        respond::idle_timer(listener)
-    };
-    let upstream_body = match log.as_ref().and_then(|l| l.received.clone()) {
-        Some(n) => RequestBody::Counted(body, n, idle),
-        None => RequestBody::Incoming(body, idle),
-    };
+    let upstream_body = upstream_body(body, listener, log);
     let upgrade = shape.upgrade.is_some();
     // Boxed once: the upstream work is a large future, and moving it by value into `timeout`
     // and through this function's state costs more than the allocation.
@@ -310,6 +273,72 @@ async fn forward_request<'a>(
         route: Some(route.index),
         attempts: attempts.into_inner(),
         retried: route.retry.is_some(),
+    }
+}
+
+/// The route's timeout, or the client's gRPC deadline when that is shorter.
+#[inline]
+fn deadline(
+    route: &Route,
+    shape: &Shape,
+    headers: &http::HeaderMap,
+) -> Option<std::time::Duration> {
+    match (route.timeout, shape.grpc.then(|| grpc::timeout(headers))) {
+        (Some(r), Some(Some(g))) => Some(r.min(g)),
+        (None, Some(Some(g))) => Some(g),
+        (r, _) => r,
+    }
+}
+
+/// Forwarding headers, the request id (noted for the access log), and an upgrade's own headers.
+#[inline]
+fn ready_for_upstream(
+    ctx: &Ctx<'_>,
+    route: &Route,
+    parts: &mut http::request::Parts,
+    shape: &Shape,
+    log: &mut Option<Box<PendingLog>>,
+) {
+    let down = ctx.down;
+    forward::prepare_request(
+        parts,
+        route,
+        down.forwarded_for.as_ref(),
+        down.scheme,
+        down.client_cert.as_deref(),
+        forward::Trust {
+            peer_trusted: down.trusted,
+            request_id: ctx.listener.request_id,
+        },
+    );
+    if let Some(entry) = log {
+        entry.entry.request_id = respond::header_str(&parts.headers, &forward::X_REQUEST_ID);
+    }
+    if let Some(proto) = &shape.upgrade {
+        // Hop-by-hop, so removed above; an upgrade passes them on by design.
+        parts.headers.insert(header::UPGRADE, proto.clone());
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// The client's body as the upstream reads it: counted when logged, under the stream idle
+/// timeout unless it is empty (most GETs have nothing to wait for).
+#[inline]
+fn upstream_body(
+    body: Incoming,
+    listener: &ListenerState,
+    log: &Option<Box<PendingLog>>,
+) -> RequestBody {
+    let idle = if body.is_end_stream() {
+        None
+    } else {
+        respond::idle_timer(listener)
+    };
+    match log.as_ref().and_then(|l| l.received.clone()) {
+        Some(n) => RequestBody::Counted(body, n, idle),
+        None => RequestBody::Incoming(body, idle),
     }
 }
 

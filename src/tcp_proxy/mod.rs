@@ -9,6 +9,7 @@ pub mod sni;
 use crate::balancer::PickContext;
 use crate::cluster::Cluster;
 use crate::runtime::Runtime;
+use crate::snapshot::{TcpRoute, TcpRoutes};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,19 +45,8 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let started = Instant::now();
-    let (src, dst) = if settings.accept_proxy_protocol {
-        match tokio::time::timeout(settings.header_timeout, proxy_protocol::read(&mut client)).await
-        {
-            Ok(Ok(Some(addrs))) => addrs,
-            Ok(Ok(None)) => (peer, local),
-            Ok(Err(e)) => {
-                tracing::debug!(listener = %settings.listener, %peer, error = %e, "closing: bad PROXY header");
-                return;
-            }
-            Err(_) => return,
-        }
-    } else {
-        (peer, local)
+    let Some((src, dst)) = addresses(&mut client, peer, local, &settings).await else {
+        return;
     };
     let snapshot = runtime.snapshot();
     let Some(state) = snapshot
@@ -68,38 +58,15 @@ pub async fn serve<S>(
     };
     // SNI passthrough: peek the ClientHello; the bytes read are sent on first.
     let mut initial = Vec::new();
-    let route = if state.by_sni.is_empty() {
-        state.default.as_ref()
-    } else {
-        let name = match tokio::time::timeout(
-            settings.header_timeout,
-            read_client_hello(&mut client, &mut initial),
-        )
-        .await
-        {
-            Ok(Ok(())) => sni::server_name(&initial),
-            _ => return,
-        };
-        name.as_deref()
-            .and_then(|n| {
-                state
-                    .by_sni
-                    .iter()
-                    .find(|(p, _)| sni::matches(p, n))
-                    .map(|(_, r)| r)
-            })
-            .or(state.default.as_ref())
-    };
-    let Some(route) = route else {
+    let Some(route) = choose_route(state, &mut client, &settings, &mut initial).await else {
         tracing::debug!(listener = %settings.listener, %peer, "closing: no tcp route for this connection");
         return;
     };
     let cluster = &route.cluster;
     route.connections.inc();
-    let Some((upstream, in_flight, _slot)) = connect(cluster, &settings, peer).await else {
+    let Some((mut upstream, in_flight, _slot)) = connect(cluster, &settings, peer).await else {
         return;
     };
-    let mut upstream = upstream;
     if let Some(v) = cluster.config.send_proxy_protocol {
         if upstream
             .write_all(&proxy_protocol::encode(v, src, dst))
@@ -112,6 +79,7 @@ pub async fn serve<S>(
     if !initial.is_empty() && upstream.write_all(&initial).await.is_err() {
         return;
     }
+    route.bytes_to_upstream.inc_by(initial.len() as u64);
     let bounds = crate::relay::Bounds {
         buffer: settings.buffer,
         idle_timeout: settings.idle_timeout,
@@ -120,30 +88,7 @@ pub async fn serve<S>(
     // A drain ends the connection at the drain timeout, counted and closed by us, rather than
     // leaving it to be cut when the process exits.
     let drain = runtime.shutdown.drain_token();
-    let counts = Arc::new(crate::relay::Counts::default());
-    route.bytes_to_upstream.inc_by(initial.len() as u64);
-    // The byte counters move while the connection is open, so a long-lived connection's
-    // traffic shows in a rate rather than as one step when it closes.
-    let mut flushed = crate::relay::Moved::default();
-    let flush = |flushed: &mut crate::relay::Moved, now: crate::relay::Moved| {
-        route.bytes_to_upstream.inc_by(now.a_to_b - flushed.a_to_b);
-        route
-            .bytes_to_downstream
-            .inc_by(now.b_to_a - flushed.b_to_a);
-        *flushed = now;
-    };
-    let stops = [&close, &drain];
-    let relay = crate::relay::run(client, upstream, &bounds, &stops, counts.clone());
-    tokio::pin!(relay);
-    let mut tick = tokio::time::interval_at(Instant::now() + BYTES_FLUSH, BYTES_FLUSH);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (end, moved) = loop {
-        tokio::select! {
-            done = &mut relay => break done,
-            _ = tick.tick() => flush(&mut flushed, counts.moved()),
-        }
-    };
-    flush(&mut flushed, moved);
+    let end = relay(client, upstream, route, &bounds, [&close, &drain]).await;
     match end {
         crate::relay::End::Idle => {
             route.idle_timeouts.inc();
@@ -156,6 +101,96 @@ pub async fn serve<S>(
     }
     drop(in_flight);
     route.duration.observe(started.elapsed().as_secs_f64());
+}
+
+/// The connection's (source, destination): from a PROXY header when the listener accepts
+/// one, else the socket's own. `None`: a bad or late header, and the connection closes.
+async fn addresses<S>(
+    client: &mut S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    settings: &TcpSettings,
+) -> Option<(SocketAddr, SocketAddr)>
+where
+    S: AsyncRead + Unpin,
+{
+    if !settings.accept_proxy_protocol {
+        return Some((peer, local));
+    }
+    match tokio::time::timeout(settings.header_timeout, proxy_protocol::read(client)).await {
+        Ok(Ok(Some(addrs))) => Some(addrs),
+        Ok(Ok(None)) => Some((peer, local)),
+        Ok(Err(e)) => {
+            tracing::debug!(listener = %settings.listener, %peer, error = %e, "closing: bad PROXY header");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// The route by the ClientHello's server name (read into `initial`), else the default.
+async fn choose_route<'a, S>(
+    state: &'a TcpRoutes,
+    client: &mut S,
+    settings: &TcpSettings,
+    initial: &mut Vec<u8>,
+) -> Option<&'a TcpRoute>
+where
+    S: AsyncRead + Unpin,
+{
+    if state.by_sni.is_empty() {
+        return state.default.as_ref();
+    }
+    let hello = tokio::time::timeout(settings.header_timeout, read_client_hello(client, initial));
+    let name = match hello.await {
+        Ok(Ok(())) => sni::server_name(initial),
+        _ => return None,
+    };
+    name.as_deref()
+        .and_then(|n| {
+            state
+                .by_sni
+                .iter()
+                .find(|(p, _)| sni::matches(p, n))
+                .map(|(_, r)| r)
+        })
+        .or(state.default.as_ref())
+}
+
+/// Relays both ways to the end, moving the byte counters while the connection is open so that
+/// a long-lived connection's traffic shows in a rate rather than as one step when it closes.
+async fn relay<S, U>(
+    client: S,
+    upstream: U,
+    route: &TcpRoute,
+    bounds: &crate::relay::Bounds,
+    stops: [&CancellationToken; 2],
+) -> crate::relay::End
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    U: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let counts = Arc::new(crate::relay::Counts::default());
+    let mut flushed = crate::relay::Moved::default();
+    let flush = |flushed: &mut crate::relay::Moved, now: crate::relay::Moved| {
+        route.bytes_to_upstream.inc_by(now.a_to_b - flushed.a_to_b);
+        route
+            .bytes_to_downstream
+            .inc_by(now.b_to_a - flushed.b_to_a);
+        *flushed = now;
+    };
+    let relay = crate::relay::run(client, upstream, bounds, &stops, counts.clone());
+    tokio::pin!(relay);
+    let mut tick = tokio::time::interval_at(Instant::now() + BYTES_FLUSH, BYTES_FLUSH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (end, moved) = loop {
+        tokio::select! {
+            done = &mut relay => break done,
+            _ = tick.tick() => flush(&mut flushed, counts.moved()),
+        }
+    };
+    flush(&mut flushed, moved);
+    end
 }
 
 /// Connects to an endpoint of `cluster`, moving on to another endpoint after a failure, at
