@@ -12,6 +12,7 @@ mod config_errors;
 mod deadlines;
 mod deploy;
 mod discovery;
+mod docs;
 mod errors;
 mod grpc;
 mod health;
