@@ -9,19 +9,19 @@
 //!                               │
 //!                runtime.publish(snapshot)           (one ArcSwap store)
 //!                               │
-//!  listener accept ─▶ per connection: hyper (HTTP/1.1 + HTTP/2), framing guard, idle timer
-//!  per HTTP request ─▶ runtime.snapshot() (Arc held for the request)
-//!                      route::RouteTable::find → RouteTarget → Cluster::pick → Endpoint
-//!                      http_proxy::forward on a pooled connection → response streamed back
+//!  listener: accept ─▶ serve (hyper HTTP/1.1 + HTTP/2, framing guard) ─▶ drive / park
+//!  http_proxy::handle per request, holding runtime.snapshot() to its end:
+//!      admit ─▶ route (RouteTable::find, pick_target) ─▶ forward (Cluster::pick, pool) ─▶ respond
 //! ```
 //!
-//! Modules are named for what they own: `config` (file → typed model), `snapshot` (model →
-//! runtime objects), `runtime` (the shared root), `listener` (accept and serve connections),
-//! `route` (matching), `http_proxy` (the request path and its errors), `cluster` (endpoints and
-//! pools), `balancer` (policies), `admin`, `metrics`, `shutdown`.
+//! Modules are layers and import only downward (`tests/it/architecture.rs` holds it):
+//! leaves (`config`, `metrics`, `hash`, `circuit_breaker`, `conn_tracker`, `path`, `relay`,
+//! `shutdown`, `wake`, `watch`, ...); `tls`, `endpoint`, `pool`; `balancer` (picks over
+//! endpoints, never sees a cluster); `cluster`, `health`, `discovery`; `route`, `snapshot`,
+//! `runtime`; `http_proxy`, `tcp_proxy`; `listener`; `reload`, `admin` and `Server` here.
+//! docs/architecture.md walks one request and one reload through them.
 
 #![forbid(unsafe_code)]
-#![deny(rust_2018_idioms)]
 
 pub mod access_log;
 pub mod admin;

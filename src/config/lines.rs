@@ -33,11 +33,6 @@ impl LineMap {
         map
     }
 
-    /// The line of `path`, or of its nearest ancestor that has one.
-    pub fn line_of(&self, path: &str) -> Option<usize> {
-        self.position_of(path).map(|(l, _)| l)
-    }
-
     /// Line and column of `path`, or of its nearest ancestor that has them.
     pub fn position_of(&self, path: &str) -> Option<(usize, usize)> {
         let mut p = path;
@@ -127,13 +122,17 @@ mod tests {
     fn finds_nested_lines() {
         let text = "listeners:\n  - name: a\n    routes:\n      - match: { path_prefix: / }\n        cluster: web\nclusters:\n  - name: web\n";
         let m = LineMap::build(text);
-        assert_eq!(m.line_of("listeners[0].name"), Some(2));
-        assert_eq!(m.line_of("listeners[0].routes[0].cluster"), Some(5));
+        assert_eq!(m.position_of("listeners[0].name").map(|p| p.0), Some(2));
         assert_eq!(
-            m.line_of("listeners[0].routes[0].match.path_prefix"),
+            m.position_of("listeners[0].routes[0].cluster").map(|p| p.0),
+            Some(5)
+        );
+        assert_eq!(
+            m.position_of("listeners[0].routes[0].match.path_prefix")
+                .map(|p| p.0),
             Some(4)
         );
-        assert_eq!(m.line_of("clusters[0].name"), Some(7));
-        assert_eq!(m.line_of("clusters[0].nothing"), Some(7));
+        assert_eq!(m.position_of("clusters[0].name").map(|p| p.0), Some(7));
+        assert_eq!(m.position_of("clusters[0].nothing").map(|p| p.0), Some(7));
     }
 }

@@ -5,6 +5,7 @@
 mod env;
 mod lines;
 pub mod model;
+mod typed;
 pub mod units;
 mod validate;
 
@@ -146,19 +147,7 @@ pub fn parse(
         .apply_merge()
         .map_err(|e| issue(None, None, String::new(), format!("YAML merge key: {e}")))?;
     let map = lines::LineMap::build(&text);
-    let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = match e.path().to_string() {
-            p if p == "." => String::new(),
-            p => p,
-        };
-        let pos = map.position_of(&path);
-        issue(
-            pos.map(|p| p.0),
-            pos.map(|p| p.1),
-            path,
-            e.into_inner().to_string(),
-        )
-    })?;
+    let config = typed::typed(value, &map, file)?;
     let problems = validate::validate(&config);
     if problems.is_empty() {
         return Ok(config);
@@ -168,8 +157,8 @@ pub fn parse(
             .into_iter()
             .map(|p| ConfigIssue {
                 file: file.to_owned(),
-                line: map.line_of(&p.path),
-                column: None,
+                line: map.position_of(&p.path).map(|p| p.0),
+                column: map.position_of(&p.path).map(|p| p.1),
                 path: p.path,
                 message: p.message,
             })

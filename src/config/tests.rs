@@ -43,7 +43,7 @@ fn missing_cluster_names_line_and_path() {
     let text = GOOD.replace("cluster: api\n", "cluster: apx\n");
     assert_eq!(
         issues(&text),
-        vec!["f.yaml:7: listeners[0].routes[0].cluster: no cluster named \"apx\""]
+        vec!["f.yaml:7:9: listeners[0].routes[0].cluster: no cluster named \"apx\""]
     );
 }
 
@@ -67,19 +67,19 @@ fn every_problem_is_reported() {
     let got = issues(&text);
     assert_eq!(got.len(), 4, "{got:#?}");
     assert!(got.contains(
-        &"f.yaml:9: listeners[0].routes[1].weighted_clusters[0].weight: must be greater than 0"
+        &"f.yaml:9:44: listeners[0].routes[1].weighted_clusters[0].weight: must be greater than 0"
             .to_string()
     ));
     assert!(
-        got.contains(&"f.yaml:13: clusters[1].name: duplicate cluster name \"api\"".to_string())
+        got.contains(&"f.yaml:13:5: clusters[1].name: duplicate cluster name \"api\"".to_string())
     );
     assert!(
         got.iter()
-            .any(|g| g.starts_with("f.yaml:14: clusters[1].endpoints[0].address:")),
+            .any(|g| g.starts_with("f.yaml:14:18: clusters[1].endpoints[0].address:")),
         "{got:#?}"
     );
     assert!(got.contains(
-        &"f.yaml:9: listeners[0].routes[1].weighted_clusters[1].cluster: no cluster named \"web\""
+        &"f.yaml:9:57: listeners[0].routes[1].weighted_clusters[1].cluster: no cluster named \"web\""
             .to_string()
     ));
 }

@@ -8,7 +8,7 @@
 //! An HTTP/1.1 connection carries one exchange at a time, so it has no task of its own: the
 //! request that holds it drives its I/O (`H1Conn::drive`) while it sends and while its response
 //! body streams. That saves two task wake-ups and hyper's dispatch channel hop per request
-//! (callgrind and CPU figures in the README's Performance section). An HTTP/2 connection is
+//! (figures in docs/performance.md). An HTTP/2 connection is
 //! shared by concurrent streams and keeps its own driver task.
 
 pub mod body;
