@@ -34,7 +34,10 @@ pub enum UpstreamProtocol {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// Unique; the `cluster` label in metrics.
     pub name: String,
+    /// `round_robin`, `weighted_round_robin`, `random`, `least_request`, `least_latency`,
+    /// `ring_hash`: see Load balancing.
     #[serde(default)]
     pub lb: LbPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,8 +46,11 @@ pub struct ClusterConfig {
     pub endpoints: Vec<EndpointConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<DiscoveryConfig>,
+    /// Upstream protocol: `http1`; `http2` (prior knowledge in cleartext, ALPN `h2` with
+    /// `tls`); `auto` (ALPN `h2`/`http/1.1` with `tls`, HTTP/1.1 in cleartext). See Protocols.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// TCP connect deadline; expiry is a 503 `connect_timeout`.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: ConfigDuration,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +94,7 @@ pub struct HashOnConfig {
     pub header: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
+    /// Hash the client's address.
     #[serde(default)]
     pub source_ip: bool,
 }
@@ -95,7 +102,10 @@ pub struct HashOnConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
+    /// `host:port`; DNS names are resolved once at start (use `discovery.dns` to follow a
+    /// name).
     pub address: String,
+    /// 1 to 10000; used by every policy but `round_robin`.
     #[serde(default = "default_weight")]
     pub weight: u32,
 }
@@ -113,8 +123,10 @@ pub struct DiscoveryConfig {
     pub dns_srv: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// How often DNS is asked (record TTLs do not stretch it) and the file re-read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<ConfigDuration>,
+    /// DNS servers (`IP` or `IP:port`), for `dns` and `dns_srv`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resolvers: Vec<String>,
     /// New endpoints of a health-checked cluster wait for a passing check before they get
@@ -143,8 +155,10 @@ impl DiscoveryConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterTlsConfig {
+    /// Name sent in the ClientHello and verified in the certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
+    /// PEM CA bundle the endpoint's certificate must chain to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,20 +170,28 @@ pub struct ClusterTlsConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
+    /// Between probe rounds.
     #[serde(default = "default_hc_interval")]
     pub interval: ConfigDuration,
+    /// Per probe.
     #[serde(default = "default_hc_timeout")]
     pub timeout: ConfigDuration,
+    /// Each probe starts up to this much later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<ConfigDuration>,
+    /// Failing probes in a row that mark an endpoint unhealthy.
     #[serde(default = "default_unhealthy_threshold")]
     pub unhealthy_threshold: u32,
+    /// Passing probes in a row that mark it healthy again.
     #[serde(default = "default_healthy_threshold")]
     pub healthy_threshold: u32,
+    /// `GET` this path on a fresh connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpHealthCheckConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpHealthCheckConfig>,
+    /// `grpc.health.v1.Health/Check` for this service (`""`: the server as a whole); passes
+    /// only on `SERVING`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc: Option<GrpcHealthCheckConfig>,
 }
@@ -190,9 +212,12 @@ fn default_healthy_threshold() -> u32 {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpHealthCheckConfig {
+    /// `GET` this path on a fresh connection.
     pub path: String,
+    /// Statuses that pass.
     #[serde(default = "default_expected_statuses")]
     pub expected_statuses: Vec<u16>,
+    /// The probe's `Host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
 }
@@ -208,6 +233,8 @@ pub struct TcpHealthCheckConfig {}
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct GrpcHealthCheckConfig {
+    /// `grpc.health.v1.Health/Check` for this service (`""`: the server as a whole); passes
+    /// only on `SERVING`.
     #[serde(default)]
     pub service: String,
 }
@@ -215,10 +242,13 @@ pub struct GrpcHealthCheckConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierDetectionConfig {
+    /// 5xx responses or connection failures in a row that eject an endpoint.
     #[serde(default = "default_consecutive_failures")]
     pub consecutive_failures: u32,
+    /// Ejected for this × its place in a streak of ejections.
     #[serde(default = "default_base_ejection")]
     pub base_ejection_time: ConfigDuration,
+    /// Never eject more than this share of the cluster.
     #[serde(default = "default_max_ejection_percent")]
     pub max_ejection_percent: u32,
     /// Each ejection in a row lasts `base_ejection_time` × its count, up to this; the count
@@ -244,10 +274,13 @@ fn default_max_ejection_percent() -> u32 {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
+    /// Open upstream connections.
     #[serde(default = "default_cb_limit")]
     pub max_connections: u32,
+    /// Requests waiting for a new connection.
     #[serde(default = "default_cb_limit")]
     pub max_pending_requests: u32,
+    /// Requests in flight, retries included.
     #[serde(default = "default_cb_limit")]
     pub max_requests: u32,
 }
@@ -259,6 +292,7 @@ fn default_cb_limit() -> u32 {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlowStartConfig {
+    /// Ramp an endpoint that becomes routable up to its full weight over this long.
     pub window: ConfigDuration,
     /// Share of its weight a ramping endpoint starts with.
     #[serde(default = "default_min_weight_percent")]
@@ -272,7 +306,9 @@ fn default_min_weight_percent() -> u32 {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
+    /// Idle keep-alive connections kept per endpoint (most recently used is reused first).
     pub max_idle_per_endpoint: usize,
+    /// Pooled connections unused this long are closed.
     pub idle_timeout: ConfigDuration,
     /// HTTP/2 upstreams: connections opened per endpoint at most.
     pub http2_max_connections_per_endpoint: usize,

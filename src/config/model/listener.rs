@@ -15,8 +15,12 @@ pub enum ListenerProtocol {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
+    /// Unique; the `listener` label in metrics.
     pub name: String,
+    /// `ip:port` to bind (`[::]:port` for IPv6; port 0 picks a free port).
     pub address: String,
+    /// `http`: HTTP/1.1 and HTTP/2 cleartext (prior knowledge) on the same port (told apart by
+    /// peeking at the first bytes; with `tls`, by ALPN); `tcp`: raw TCP, see TCP proxy.
     #[serde(default)]
     pub protocol: ListenerProtocol,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,10 +83,13 @@ fn default_connect_attempts() -> u32 {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTlsConfig {
+    /// PEM certificate chain, leaf first (relative to the config file's folder).
     pub cert: String,
+    /// PEM private key: PKCS#8, RSA or EC.
     pub key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ca: Option<String>,
+    /// Protocols offered by ALPN; an http listener speaks only `h2` and `http/1.1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpn: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -96,8 +103,11 @@ pub struct ListenerTlsConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SniCertConfig {
+    /// Names (`api.example.com`, `*.example.com`) this pair serves.
     pub server_names: Vec<String>,
+    /// As `cert` and `key`.
     pub cert: String,
+    /// As `cert` and `key`.
     pub key: String,
 }
 
@@ -112,6 +122,7 @@ pub enum AccessLogFormat {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLogConfig {
+    /// `json` (one object per line) or `text` (Envoy-like fields separated by spaces).
     #[serde(default)]
     pub format: AccessLogFormat,
     /// `stdout` or a file path.
@@ -126,8 +137,14 @@ fn default_stdout() -> String {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
+    /// Open downstream connections; one more is answered at once with a bare 503 and closed
+    /// (load shedding, counted in `outrigger_load_shed_total`).
     pub max_connections: usize,
+    /// Request line + headers larger than this get 431 (HTTP/2: header list size).
     pub max_request_headers_kb: usize,
+    /// An HTTP/1.1 request head must be complete within this from its first byte, or the
+    /// connection is closed (as Envoy's `request_headers_timeout`; a keep-alive connection
+    /// waiting for its next request is under `idle_timeout` instead).
     pub header_read_timeout: ConfigDuration,
     /// A connection with no request in flight (HTTP) or no bytes moving (TCP) for this long is
     /// closed.

@@ -17,7 +17,9 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// At least one; below.
     pub listeners: Vec<ListenerConfig>,
+    /// The upstream clusters routes name; below.
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
 }
@@ -71,6 +73,7 @@ impl Default for ServerConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
+    /// The admin server's `ip:port` (see Admin server).
     pub address: String,
     /// Peers that may call the endpoints that change state (`POST /reload`, `/shutdown`,
     /// `/logging`); the default is loopback only. Reads (`/metrics`, probes) answer everyone

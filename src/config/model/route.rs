@@ -49,6 +49,8 @@ fn default_route_timeout() -> ConfigDuration {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
+    /// Exact host (`api.example.com`, case-insensitive, port ignored) or `*.example.com` (any
+    /// subdomain, not the apex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,6 +59,7 @@ pub struct MatchConfig {
     pub path_prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_regex: Option<String>,
+    /// `GET`, `POST`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -69,7 +72,9 @@ pub struct MatchConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WeightedClusterConfig {
+    /// The cluster this share of requests goes to.
     pub cluster: String,
+    /// Its share, relative to the other entries (greater than 0).
     pub weight: u32,
 }
 
@@ -78,8 +83,11 @@ pub struct WeightedClusterConfig {
 pub struct RetryConfig {
     /// Retries after the first try.
     pub attempts: u32,
+    /// Conditions: `connect-failure`, `refused-stream`, `reset`, `5xx`, `gateway-error` (502,
+    /// 503, 504 and connection failures), `retriable-4xx` (409).
     #[serde(default = "default_retry_on")]
     pub on: Vec<RetryOn>,
+    /// Deadline of one try (504 `per_try_timeout` when the last one passes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try_timeout: Option<ConfigDuration>,
     /// Retries may add at most this share of requests (per route, over 10 s); absent = no
@@ -92,6 +100,7 @@ pub struct RetryConfig {
     /// Exponential backoff with full jitter: the first retry waits up to this.
     #[serde(default = "default_backoff_base")]
     pub backoff_base: ConfigDuration,
+    /// The cap of that backoff.
     #[serde(default = "default_backoff_max")]
     pub backoff_max: ConfigDuration,
     /// Retry POST and PATCH too (they may not be idempotent); connect failures are always
@@ -146,7 +155,9 @@ pub struct RewriteConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
+    /// Token refill rate of the route's local bucket (per outrigger, not global).
     pub requests_per_second: u32,
+    /// Bucket size; excess requests get 429 with `retry-after`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
 }
