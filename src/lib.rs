@@ -5,7 +5,8 @@
 //! ```text
 //! YAML file ──config::load──▶ Config (validated; every error has file, line, key path)
 //!                               │
-//!                Snapshot::build(config, previous)   (unchanged clusters are reused)
+//!                Reloader::apply: warm (DNS, files) ─▶ Snapshot::build(config, previous)
+//!                                                    (unchanged clusters are reused)
 //!                               │
 //!                runtime.publish(snapshot)           (one ArcSwap store)
 //!                               │
@@ -58,16 +59,14 @@ pub mod watch;
 use config::LoadedConfig;
 use metrics::Metrics;
 use runtime::Runtime;
-use snapshot::{Snapshot, SnapshotError};
+use snapshot::Snapshot;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Snapshot(#[from] SnapshotError),
-    #[error(transparent)]
-    Bind(#[from] listener::BindError),
+    Config(#[from] reload::ReloadError),
     #[error("admin.address: cannot bind {address}: {source}")]
     AdminBind {
         address: String,
@@ -91,63 +90,30 @@ impl Server {
         let metrics = Arc::new(Metrics::with_per_endpoint(
             loaded.config.metrics.per_endpoint,
         ));
-        let snapshot = Snapshot::build(loaded, None, &metrics, 1)?;
-        let cfg = snapshot.loaded.config.clone();
-        let admin_socket = tokio::net::TcpListener::bind(&cfg.admin.address)
-            .await
-            .map_err(|source| StartError::AdminBind {
-                address: cfg.admin.address.clone(),
-                source,
-            })?;
-        let admin_addr = admin_socket
-            .local_addr()
-            .map_err(|source| StartError::AdminBind {
-                address: cfg.admin.address.clone(),
-                source,
-            })?;
-        let mut bound = Vec::new();
-        for (i, l) in cfg.listeners.iter().enumerate() {
-            let tls = listener::build_tls(i, l, &snapshot.loaded.base_dir, &metrics)
-                .map_err(listener::BindError::from)?;
-            bound.push(listener::Listener::bind(i, l, tls).await?);
-        }
-        for c in &snapshot.clusters {
-            health::spawn(c);
-            discovery::spawn(c);
-        }
-        metrics.config_reload.with_label_values(&["success"]).inc();
         // Present from the start, so an alert on failures sees 0 rather than no series.
         metrics.config_reload.with_label_values(&["failure"]);
-        metrics.config_generation.set(1);
-        metrics.config_last_success.set(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
-        );
-        let source = snapshot.loaded.source.clone();
-        let runtime = Arc::new(Runtime::new(snapshot, metrics));
-        let reloader = reload::Reloader::start(runtime.clone(), bound);
+        let admin = loaded.config.admin.address.clone();
+        let admin_error = |source| StartError::AdminBind {
+            address: admin.clone(),
+            source,
+        };
+        let admin_socket = tokio::net::TcpListener::bind(&admin)
+            .await
+            .map_err(admin_error)?;
+        let admin_addr = admin_socket.local_addr().map_err(admin_error)?;
+        let watch = loaded.config.server.watch_config;
+        let source = loaded.source.clone();
+        let runtime = Arc::new(Runtime::new(Snapshot::empty(&loaded), metrics));
+        let reloader = reload::Reloader::new(runtime.clone());
+        // The first config goes through the reload path: warmed, built, bound, its discovered
+        // clusters' first answers awaited, then published.
+        reloader.apply(loaded).await?;
         tokio::spawn(admin::run(admin_socket, runtime.clone(), reloader.clone()));
         tracing::info!(address = %admin_addr, "admin listening");
-        if cfg.server.watch_config && source.is_file() {
+        if watch && source.is_file() {
             if let Err(e) = reload::spawn_watcher(reloader.clone(), source.clone()) {
                 tracing::warn!(file = %source.display(), error = %e, "cannot watch the config file; SIGHUP and POST /reload still reload");
             }
-        }
-        // Like Envoy's cluster warming: not ready until each discovered cluster has had its
-        // first answer (or failed it), so the first requests do not meet an empty cluster.
-        let clusters = runtime.snapshot().clusters.clone();
-        let warm = async {
-            for c in &clusters {
-                c.discovered().await;
-            }
-        };
-        if tokio::time::timeout(std::time::Duration::from_secs(10), warm)
-            .await
-            .is_err()
-        {
-            tracing::warn!("discovery has not answered within 10 s; ready without it");
         }
         runtime.set_ready();
         Ok(Server {

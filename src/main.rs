@@ -232,7 +232,7 @@ fn deep_problems(l: &outrigger::config::LoadedConfig) -> Vec<String> {
         }
     }
     for (i, c) in l.config.clusters.iter().enumerate() {
-        if let Err(e) = outrigger::cluster::Cluster::build_in(i, c, &metrics, &l.base_dir) {
+        if let Err(e) = outrigger::cluster::ClusterInputs::gather_blocking(i, c, &l.base_dir) {
             problems.push(e.to_string());
         }
         let dns = c.discovery.as_ref().and_then(|d| d.dns.as_deref());

@@ -1,12 +1,15 @@
-//! The one reload path. SIGHUP, `POST /reload` and a change of the config file on disk all call
-//! `Reloader::reload`, which reads and validates the whole file, builds a complete new snapshot
-//! beside the running one (reusing unchanged clusters with their health, balancer state and
-//! pools), binds any new listener addresses, and only then publishes with one `ArcSwap` store.
-//! Anything failing before the store changes nothing. After it, removed listeners stop
-//! accepting and drain, and replaced clusters' tasks are retired.
+//! The one path by which a config takes effect. Start-up applies the first config over an
+//! empty running set; SIGHUP, `POST /reload` and a change of the config file on disk call
+//! `Reloader::reload`, which reads and validates the whole file and applies it the same way.
+//! Applying warms (resolves names, opens files), builds a complete new snapshot beside the
+//! running one (reusing unchanged clusters with their health, balancer state and pools), binds
+//! any new listener addresses, waits for new discovered clusters' first answer, and only then
+//! publishes with one `ArcSwap` store. Anything failing before the store changes nothing.
+//! After it, removed listeners stop accepting and drain, and replaced clusters' tasks are
+//! retired.
 
 use crate::cluster::Cluster;
-use crate::config::{self, ConfigError, ListenerConfig};
+use crate::config::{self, ConfigError, ListenerConfig, LoadedConfig};
 use crate::listener::{BindError, Listener};
 use crate::runtime::Runtime;
 use crate::snapshot::{Snapshot, SnapshotError};
@@ -74,20 +77,12 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Starts an accept loop for each bound listener.
-    pub(crate) fn start(runtime: Arc<Runtime>, listeners: Vec<Listener>) -> Arc<Reloader> {
-        let running: Vec<Running> = listeners
-            .into_iter()
-            .map(|l| spawn_accept(&runtime, l))
-            .collect();
-        let addrs = running
-            .iter()
-            .map(|r| (r.listener.name.to_string(), r.listener.local_addr))
-            .collect();
+    /// A reloader with nothing running yet; `apply` the first config to start serving.
+    pub(crate) fn new(runtime: Arc<Runtime>) -> Arc<Reloader> {
         let reloader = Arc::new(Reloader {
             runtime,
-            running: tokio::sync::Mutex::new(running),
-            addrs: Mutex::new(addrs),
+            running: tokio::sync::Mutex::new(Vec::new()),
+            addrs: Mutex::new(Vec::new()),
             last_seen: Mutex::new(None),
         });
         // Once draining starts (after drain_delay), the listening sockets close, so that new
@@ -116,7 +111,28 @@ impl Reloader {
     /// the other.
     pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
         let mut running = self.running.lock().await;
-        let result = self.apply(&mut running).await;
+        let path = self.runtime.snapshot().loaded.source.clone();
+        *self.last_seen.lock().unwrap_or_else(|p| p.into_inner()) = content_hash(&path);
+        let result = match config::load(&path) {
+            Ok(loaded) => self.install(&mut running, loaded).await,
+            Err(e) => Err(e.into()),
+        };
+        self.account(result)
+    }
+
+    /// Makes `loaded` the running config: start-up and every reload come through here.
+    /// Concurrent calls run one after the other.
+    pub async fn apply(&self, loaded: LoadedConfig) -> Result<ReloadSummary, ReloadError> {
+        let mut running = self.running.lock().await;
+        let result = self.install(&mut running, loaded).await;
+        self.account(result)
+    }
+
+    /// Counts and logs the outcome of an apply.
+    fn account(
+        &self,
+        result: Result<ReloadSummary, ReloadError>,
+    ) -> Result<ReloadSummary, ReloadError> {
         let m = &self.runtime.metrics;
         match &result {
             Ok(summary) => {
@@ -127,32 +143,30 @@ impl Reloader {
                 tracing::info!(
                     generation = summary.generation,
                     summary = %serde_json::to_string(summary).unwrap_or_default(),
-                    "configuration reloaded"
+                    "configuration applied"
                 );
             }
             Err(e) => {
                 m.config_reload.with_label_values(&["failure"]).inc();
                 self.runtime.set_last_reload_error(Some(e.to_string()));
-                tracing::warn!(error = %e, "reload rejected; the running configuration stays");
+                tracing::warn!(error = %e, "configuration rejected; the running one stays");
             }
         }
         result
     }
 
-    async fn apply(&self, running: &mut Vec<Running>) -> Result<ReloadSummary, ReloadError> {
+    async fn install(
+        &self,
+        running: &mut Vec<Running>,
+        loaded: LoadedConfig,
+    ) -> Result<ReloadSummary, ReloadError> {
         if self.runtime.shutdown.is_requested() {
             return Err(ReloadError::ShuttingDown);
         }
         let old = self.runtime.snapshot();
-        let path = old.loaded.source.clone();
-        *self.last_seen.lock().unwrap_or_else(|p| p.into_inner()) = content_hash(&path);
-        let loaded = config::load(&path)?;
-        let snapshot = Snapshot::build(
-            loaded,
-            Some(&old),
-            &self.runtime.metrics,
-            old.generation + 1,
-        )?;
+        let metrics = &self.runtime.metrics;
+        let warmed = crate::snapshot::warm(&loaded, Some(&old), metrics).await?;
+        let snapshot = Snapshot::build(loaded, Some(&old), warmed, metrics, old.generation + 1)?;
         warn_restart_only(&old.loaded.config, &snapshot.loaded.config);
         let plan = self.plan_listeners(&snapshot, running).await?;
 
@@ -169,16 +183,20 @@ impl Reloader {
             .filter(|o| snapshot.cluster(&o.name).is_none_or(|c| !Arc::ptr_eq(o, c)))
             .cloned()
             .collect();
-        let generation = snapshot.generation;
-        self.runtime.publish(snapshot);
-
-        // After the store: start, restart and stop accept loops, then the clusters' tasks.
-        self.switch_listeners(plan, running);
-        self.retire(&retired);
+        // Nothing can fail from here on. New clusters' tasks start before the store, so that
+        // a discovered cluster is published with its first answer, not empty (Envoy's cluster
+        // warming).
         for c in &new_clusters {
             crate::health::spawn(c);
             crate::discovery::spawn(c);
         }
+        warm_discovery(&new_clusters).await;
+        let generation = snapshot.generation;
+        self.runtime.publish(snapshot);
+
+        // After the store: start, restart and stop accept loops, then retire old clusters.
+        self.switch_listeners(plan, running);
+        self.retire(&retired);
         Ok(ReloadSummary {
             generation,
             ..summary
@@ -295,6 +313,27 @@ impl Reloader {
     fn file_changed(&self, path: &Path) -> bool {
         let now = content_hash(path);
         now.is_some() && now != *self.last_seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How long an apply waits for new discovered clusters' first round before publishing them
+/// anyway (a failed round counts, so this is only reached when a source hangs).
+const WARM_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn warm_discovery(clusters: &[Arc<Cluster>]) {
+    let first_rounds = async {
+        for c in clusters {
+            c.discovered().await;
+        }
+    };
+    if tokio::time::timeout(WARM_TIMEOUT, first_rounds)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout_s = WARM_TIMEOUT.as_secs(),
+            "discovery has not answered; publishing the clusters without it"
+        );
     }
 }
 

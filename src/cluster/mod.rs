@@ -4,14 +4,17 @@
 //! transitions, outlier ejections and slow-start ramps all flow through that one writer. The
 //! request path reports failures to it over a channel.
 
+mod connect;
 mod endpoint_set;
+mod inputs;
 
 pub use crate::endpoint::{Endpoint, InFlight, Source};
+pub use connect::Upstream;
 pub use endpoint_set::{EndpointSet, SetRules};
+pub use inputs::ClusterInputs;
 
 use crate::balancer::{self, Balancer, PickContext};
 use crate::circuit_breaker;
-use crate::config::units::split_host_port;
 use crate::config::{ClusterConfig, HashOnConfig, LbPolicy};
 use crate::hash::hash_key;
 use crate::metrics::Metrics;
@@ -37,6 +40,8 @@ pub enum ClusterError {
         address: String,
         reason: String,
     },
+    #[error("clusters[{index}]: cannot run a name lookup: {reason}")]
+    Resolver { index: usize, reason: String },
 }
 
 /// Metric children resolved once per cluster.
@@ -95,7 +100,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Builds a cluster, resolving static endpoint names once (relative TLS paths against the
+    /// Builds a cluster, resolving static endpoint names (relative TLS paths against the
     /// current folder; see `build_in`).
     pub fn build(
         index: usize,
@@ -105,43 +110,42 @@ impl Cluster {
         Self::build_in(index, cfg, metrics, std::path::Path::new("."))
     }
 
-    /// Builds a cluster whose relative TLS file paths are relative to `base`.
+    /// Builds a cluster whose relative TLS file paths are relative to `base`, gathering its
+    /// inputs on the spot.
     pub fn build_in(
         index: usize,
         cfg: &ClusterConfig,
         metrics: &Metrics,
         base: &std::path::Path,
     ) -> Result<Cluster, ClusterError> {
-        let tls = cfg
-            .tls
-            .as_ref()
-            .map(|t| {
-                crate::tls::client::TlsClient::build(
-                    &format!("clusters[{index}].tls"),
-                    t,
-                    base,
-                    cfg.protocol,
-                )
-            })
-            .transpose()?;
+        let inputs = ClusterInputs::gather_blocking(index, cfg, base)?;
+        Ok(Self::assemble(cfg, metrics, base, inputs))
+    }
+
+    /// Builds a cluster from inputs already gathered; no I/O.
+    pub fn assemble(
+        cfg: &ClusterConfig,
+        metrics: &Metrics,
+        base: &std::path::Path,
+        inputs: ClusterInputs,
+    ) -> Cluster {
+        let ClusterInputs { tls, addresses } = inputs;
         let name = cfg.name.as_str();
         let families = metrics.endpoint_families();
-        let mut all = Vec::with_capacity(cfg.endpoints.len());
-        for (k, e) in cfg.endpoints.iter().enumerate() {
-            let address = resolve(&e.address).map_err(|reason| ClusterError::Resolve {
-                index,
-                endpoint: k,
-                address: e.address.clone(),
-                reason,
-            })?;
-            all.push(Arc::new(new_endpoint(
-                cfg,
-                &families,
-                address,
-                e.address.clone(),
-                e.weight,
-            )));
-        }
+        let all: Vec<Arc<Endpoint>> = cfg
+            .endpoints
+            .iter()
+            .zip(addresses)
+            .map(|(e, address)| {
+                Arc::new(new_endpoint(
+                    cfg,
+                    &families,
+                    address,
+                    e.address.clone(),
+                    e.weight,
+                ))
+            })
+            .collect();
         let balancer = balancer::new(cfg);
         let rules = SetRules {
             slow_start: cfg
@@ -173,7 +177,7 @@ impl Cluster {
                 .map(|k| metrics.timeouts.with_label_values(&[name, k])),
         };
         cluster_metrics.set_counts(&set);
-        Ok(Cluster {
+        Cluster {
             name: cfg.name.clone(),
             config: cfg.clone(),
             endpoints: ArcSwap::from_pointee(set),
@@ -201,7 +205,7 @@ impl Cluster {
             )),
             base_dir: base.to_path_buf(),
             discovery_rounds: tokio::sync::watch::Sender::new(0),
-        })
+        }
     }
 
     /// The current endpoint set (an `Arc`, safe to hold across awaits).
@@ -444,77 +448,6 @@ impl Cluster {
         }
     }
 
-    /// Opens a new upstream connection to `endpoint`, within the circuit breaker's connection
-    /// and pending-request limits.
-    pub async fn connect(
-        &self,
-        endpoint: &Endpoint,
-        protocol: pool::Protocol,
-    ) -> Result<pool::Connected, pool::ConnectError> {
-        let overflow = |o: circuit_breaker::Overflow| {
-            self.metrics.overflow[o as usize].inc();
-            pool::ConnectError::Overflow(o)
-        };
-        let _pending = self.breaker.pending().map_err(overflow)?;
-        let slot = self.breaker.connection().map_err(overflow)?;
-        let result = pool::connect(
-            endpoint.address,
-            self.config.connect_timeout.get(),
-            &self.metrics.connections_active,
-            &self.metrics.connect_failures,
-            slot,
-            self.tls_for(
-                endpoint,
-                match protocol {
-                    pool::Protocol::Http1 | pool::Protocol::Upgrade => {
-                        crate::tls::client::Alpn::Http1
-                    }
-                    _ => crate::tls::client::Alpn::Cluster,
-                },
-            ),
-            protocol,
-        )
-        .await;
-        if let Err(pool::ConnectError::Timeout { .. }) = &result {
-            self.metrics.timeouts[2].inc();
-        }
-        result
-    }
-
-    /// Whether connections to the endpoints are TLS.
-    pub fn originates_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
-    /// The protocol new connections of this cluster speak.
-    pub fn protocol(&self) -> pool::Protocol {
-        match self.config.protocol {
-            crate::config::UpstreamProtocol::Http1 => pool::Protocol::Http1,
-            crate::config::UpstreamProtocol::Http2 => pool::Protocol::Http2,
-            crate::config::UpstreamProtocol::Auto => pool::Protocol::Auto,
-        }
-    }
-
-    /// The connector and server name for TLS to `endpoint`, when the cluster originates TLS.
-    /// `alpn` says which protocols to offer: the cluster's own, or only HTTP/1.1 (health
-    /// probes, upgrades) or only h2 (gRPC health probes).
-    pub fn tls_for(
-        &self,
-        endpoint: &Endpoint,
-        alpn: crate::tls::client::Alpn,
-    ) -> Option<(
-        &tokio_rustls::TlsConnector,
-        rustls::pki_types::ServerName<'static>,
-    )> {
-        let tls = self.tls.as_ref()?;
-        let name = tls.server_name(&endpoint.host).or_else(|| {
-            Some(rustls::pki_types::ServerName::IpAddress(
-                endpoint.address.ip().into(),
-            ))
-        })?;
-        Some((tls.connector(alpn), name))
-    }
-
     /// Stops the cluster's task (a reload replaced or removed the cluster).
     pub fn retire(&self) {
         self.retired.cancel();
@@ -563,18 +496,6 @@ impl ClusterMetrics {
             g.set(n as i64);
         }
     }
-}
-
-fn resolve(address: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = address.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    let (host, port) = split_host_port(address)?;
-    crate::resolve::lookup_blocking(host, port)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .next()
-        .ok_or_else(|| "no addresses".to_string())
 }
 
 #[cfg(test)]

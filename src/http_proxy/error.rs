@@ -131,6 +131,35 @@ impl ProxyError {
         resp
     }
 
+    /// `into_response`'s answer as HTTP/1.1 bytes that close the connection, for a refusal
+    /// made before any HTTP connection exists (the listener's `max_connections`).
+    pub fn into_closing_bytes(self) -> Vec<u8> {
+        let text = error_text(self.kind());
+        let resp = self.into_response(Version::HTTP_11, false);
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\n",
+            resp.status().as_str(),
+            resp.status().canonical_reason().unwrap_or("")
+        )
+        .into_bytes();
+        for (name, value) in resp.headers() {
+            if name != header::CONNECTION {
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out.extend_from_slice(
+            format!(
+                "content-length: {}\r\nconnection: close\r\n\r\n{text}",
+                text.len()
+            )
+            .as_bytes(),
+        );
+        out
+    }
+
     /// Whether the client's connection must be closed after this answer.
     pub fn closes_connection(&self) -> bool {
         matches!(

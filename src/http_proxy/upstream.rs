@@ -6,7 +6,7 @@ use super::body::{Lease, RequestBody, ResponseBody};
 use super::error::ProxyError;
 use super::forward;
 use crate::balancer::PickContext;
-use crate::cluster::{Cluster, Endpoint};
+use crate::cluster::{Cluster, Endpoint, Upstream};
 use crate::pool::{self, Sender};
 use crate::route::retry;
 use http::{header, HeaderValue, Request, Response, Version};
@@ -220,68 +220,30 @@ pub(super) async fn attempt(
     }
 }
 
-/// One request/response exchange with `endpoint`. HTTP/2 clusters send it as a stream on the
-/// least busy shared connection (opening one when needed, one opener at a time). HTTP/1.1 uses
-/// a pooled connection if one is live, else a new one; a pooled connection that turns out
-/// closed before the request was written hands the request back, and it goes out on the next
-/// connection instead. Upgrades (WebSocket) always speak HTTP/1.1, on a connection of their
-/// own that the tunnel takes over.
+/// Sends `req` on the connection the cluster chooses (`Cluster::upstream`). A pooled HTTP/1.1
+/// connection that turns out closed before the request was written hands the request back,
+/// and it goes out on the next one instead.
 async fn exchange(
     cluster: &Cluster,
     endpoint: &Endpoint,
     mut req: Request<RequestBody>,
     upgrade: bool,
 ) -> Result<(Response<Incoming>, Sender), ProxyError> {
-    if upgrade {
-        let connected = Box::pin(cluster.connect(endpoint, pool::Protocol::Upgrade)).await?;
-        return send_connected(cluster, endpoint, connected, req).await;
-    }
-    let protocol = cluster.protocol();
-    if protocol != pool::Protocol::Http1 {
-        let (streams, conns) = (
-            cluster.config.pool.http2_max_streams_per_connection,
-            cluster.config.pool.http2_max_connections_per_endpoint,
-        );
-        if let pool::H2Pick::Stream(s) = endpoint.pool.h2_pick(streams, conns) {
-            return send_h2(cluster, endpoint, s, req).await;
-        }
-        if protocol == pool::Protocol::Http2 {
-            let waiting_since = std::time::Instant::now();
-            let opening = endpoint.pool.h2_connecting.lock().await;
-            // Whoever held the lock before may have opened the connection this one needs.
-            if let pool::H2Pick::Stream(s) = endpoint.pool.h2_pick(streams, conns) {
-                drop(opening);
-                return send_h2(cluster, endpoint, s, req).await;
+    loop {
+        match cluster.upstream(endpoint, upgrade).await? {
+            Upstream::H2(stream) => return send_h2(cluster, endpoint, stream, req).await,
+            Upstream::New(connected) => {
+                return send_connected(cluster, endpoint, connected, req).await
             }
-            // ... or failed to, while this one waited: fail the same way at once rather than
-            // queueing one connect timeout after another behind a dead endpoint.
-            if endpoint.pool.h2_failed_since(waiting_since) {
-                return Err(ProxyError::Connect(pool::ConnectError::Io {
-                    endpoint: endpoint.address,
-                    source: std::io::Error::other("a concurrent connection attempt just failed"),
-                }));
-            }
-            let connected = Box::pin(cluster.connect(endpoint, protocol)).await;
-            if connected.is_err() {
-                endpoint.pool.h2_connect_failed();
-            }
-            drop(opening);
-            return send_connected(cluster, endpoint, connected?, req).await;
-        }
-    }
-    while let Some(mut conn) = endpoint.pool.take() {
-        match conn.send(req).await {
-            Ok(resp) => return Ok((resp, Sender::H1(conn))),
-            Err(mut e) => match e.take_message() {
-                Some(r) => req = r,
-                None => return Err(ProxyError::from_upstream(e.into_error())),
+            Upstream::Pooled(mut conn) => match conn.send(req).await {
+                Ok(resp) => return Ok((resp, Sender::H1(conn))),
+                Err(mut e) => match e.take_message() {
+                    Some(r) => req = r,
+                    None => return Err(ProxyError::from_upstream(e.into_error())),
+                },
             },
         }
     }
-    // Boxed: connecting (TCP, TLS, handshake) is a large future that only a new connection
-    // needs; inline, every request's future would carry (and copy) its size.
-    let connected = Box::pin(cluster.connect(endpoint, protocol)).await?;
-    send_connected(cluster, endpoint, connected, req).await
 }
 
 async fn send_connected(

@@ -213,8 +213,8 @@ async fn refuse(mut stream: TcpStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = [0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await;
-    const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\nx-outrigger-error: overloaded\r\nx-outrigger-overflow: 1\r\n\r\n";
+    let refusal = crate::http_proxy::error::ProxyError::Overloaded.into_closing_bytes();
     // Best effort: the client may already be gone, and the socket closes either way.
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(REFUSAL)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&refusal)).await;
     let _ = stream.shutdown().await;
 }

@@ -487,3 +487,34 @@ async fn a_reload_that_changes_a_discovered_cluster_keeps_its_endpoints() {
         counts(&[("a", 2), ("b", 2)])
     );
 }
+
+#[tokio::test]
+async fn a_reload_publishes_a_new_discovered_cluster_only_with_its_first_answer() {
+    let ups = [
+        Upstream::start("a", Behavior::Name).await,
+        Upstream::start("b", Behavior::Name).await,
+    ];
+    let dir = temp_dir("discovery-warm");
+    std::fs::write(
+        dir.join("eps.yaml"),
+        format!("- address: \"{}\"\n", ups[1].addr),
+    )
+    .unwrap();
+    let config = dir.join("outrigger.yaml");
+    std::fs::write(&config, single_route("web", &[ups[0].addr], "", "")).unwrap();
+    let proxy = Proxy::start_file(&config).await;
+    assert_eq!(served_by(proxy.addr(), 2).await, counts(&[("a", 2)]));
+    // The cluster becomes a discovered one: new, with no endpoints of its own. Published
+    // before its first round, the requests right after the reload would meet an empty set.
+    for round in 0..5 {
+        let discovery = format!("file: eps.yaml, refresh: {}s", 60 + round);
+        std::fs::write(&config, discovered_config(&discovery, "")).unwrap();
+        let (status, body) = proxy.reload().await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(served_by(proxy.addr(), 2).await, counts(&[("b", 2)]));
+        std::fs::write(&config, single_route("web", &[ups[0].addr], "", "")).unwrap();
+        let (status, body) = proxy.reload().await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(served_by(proxy.addr(), 2).await, counts(&[("a", 2)]));
+    }
+}

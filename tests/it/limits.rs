@@ -126,6 +126,12 @@ async fn connections_over_max_connections_are_refused_at_once_with_503() {
     .await;
     assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
     assert!(resp.contains("x-outrigger-overflow: 1"), "{resp}");
+    // The same answer as any other overload refusal (ProxyError::into_response).
+    assert!(resp.contains("x-outrigger-error: overloaded\r\n"), "{resp}");
+    assert!(
+        resp.ends_with("content-length: 11\r\nconnection: close\r\n\r\noverloaded\n"),
+        "{resp}"
+    );
     assert!(closed && started.elapsed() < Duration::from_secs(2));
     let m = proxy.metrics().await;
     assert_eq!(

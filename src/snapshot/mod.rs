@@ -1,6 +1,10 @@
 //! The immutable runtime view of one config: per-listener route tables and the clusters they
 //! point at. `Snapshot::build` reuses a previous snapshot's `Arc<Cluster>` when that cluster's
 //! definition is unchanged, so endpoint state, balancer state and pools survive a reload.
+//! Building does no I/O: `warm::warm` has resolved names and opened files beforehand.
+
+mod warm;
+pub use warm::{warm, Warmed};
 
 use crate::access_log::AccessLog;
 use crate::cluster::{Cluster, ClusterError};
@@ -18,6 +22,8 @@ pub enum SnapshotError {
     Cluster(#[from] ClusterError),
     #[error(transparent)]
     Route(#[from] RouteError),
+    #[error("cluster {0:?} was not warmed before the build")]
+    NotWarmed(String),
     #[error("listeners[{index}].access_log.path: cannot open {path:?}: {source}")]
     AccessLog {
         index: usize,
@@ -90,16 +96,18 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds the runtime view of `loaded`, reusing from `previous` every cluster (and access
-    /// log) whose definition is unchanged.
+    /// Builds the runtime view of `loaded`, reusing from `previous` every cluster whose
+    /// definition is unchanged and taking the rest's inputs, and every access log, from
+    /// `warmed` (what `warm` returned for the same `loaded` and `previous`).
     pub fn build(
         loaded: LoadedConfig,
         previous: Option<&Snapshot>,
+        mut warmed: Warmed,
         metrics: &Metrics,
         generation: u64,
     ) -> Result<Snapshot, SnapshotError> {
         let cfg = &loaded.config;
-        let clusters = build_clusters(&loaded, previous, metrics)?;
+        let clusters = build_clusters(&loaded, previous, &mut warmed, metrics)?;
         let by_name: HashMap<String, Arc<Cluster>> = clusters
             .iter()
             .map(|c| (c.name.clone(), c.clone()))
@@ -123,7 +131,7 @@ impl Snapshot {
                         &by_name,
                         metrics,
                     )?;
-                    (None, routes, b.access_log(previous, &loaded.base_dir)?)
+                    (None, routes, warmed.access_logs.remove(&l.name))
                 }
             };
             listeners.insert(l.name.clone(), b.state(tcp, routes, access_log));
@@ -136,6 +144,20 @@ impl Snapshot {
         })
     }
 
+    /// Generation 0: no listeners and no clusters, with `loaded`'s other settings. Start-up
+    /// publishes it and then applies `loaded` over it, through the same path as a reload.
+    pub fn empty(loaded: &LoadedConfig) -> Snapshot {
+        let mut loaded = loaded.clone();
+        loaded.config.listeners.clear();
+        loaded.config.clusters.clear();
+        Snapshot {
+            generation: 0,
+            loaded: Arc::new(loaded),
+            listeners: HashMap::new(),
+            clusters: Vec::new(),
+        }
+    }
+
     pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
         self.clusters.iter().find(|c| c.name == name)
     }
@@ -146,15 +168,20 @@ impl Snapshot {
 fn build_clusters(
     loaded: &LoadedConfig,
     previous: Option<&Snapshot>,
+    warmed: &mut Warmed,
     metrics: &Metrics,
 ) -> Result<Vec<Arc<Cluster>>, SnapshotError> {
     let mut clusters = Vec::with_capacity(loaded.config.clusters.len());
-    for (i, c) in loaded.config.clusters.iter().enumerate() {
+    for c in &loaded.config.clusters {
         let old = previous.and_then(|p| p.cluster(&c.name));
-        let cluster = match old.filter(|old| old.config == *c) {
+        let cluster = match reusable_cluster(previous, c) {
             Some(old) => old.clone(),
             None => {
-                let new = Cluster::build_in(i, c, metrics, &loaded.base_dir)?;
+                let inputs = warmed
+                    .clusters
+                    .remove(&c.name)
+                    .ok_or_else(|| SnapshotError::NotWarmed(c.name.clone()))?;
+                let new = Cluster::assemble(c, metrics, &loaded.base_dir, inputs);
                 if let Some(old) =
                     old.filter(|old| c.discovery.is_some() && old.config.discovery == c.discovery)
                 {
@@ -250,34 +277,26 @@ impl ListenerBuild<'_> {
             .transpose()?;
         Ok(TcpRoutes { by_sni, default })
     }
+}
 
-    /// An unchanged log keeps its open file and writer.
-    fn access_log(
-        &self,
-        previous: Option<&Snapshot>,
-        base_dir: &std::path::Path,
-    ) -> Result<Option<Arc<AccessLog>>, SnapshotError> {
-        let l = self.l;
-        let Some(al) = &l.access_log else {
-            return Ok(None);
-        };
-        if let Some(old) = previous
-            .and_then(|p| p.listeners.get(&l.name))
-            .and_then(|s| s.access_log.clone())
-            .filter(|old| old.config == *al)
-        {
-            return Ok(Some(old));
-        }
-        let dropped = self
-            .metrics
-            .access_log_dropped
-            .with_label_values(&[&l.name]);
-        AccessLog::start(al, base_dir, dropped)
-            .map(Some)
-            .map_err(|source| SnapshotError::AccessLog {
-                index: self.index,
-                path: al.path.clone(),
-                source,
-            })
-    }
+/// The previous snapshot's cluster of the same name and definition, which a build reuses.
+fn reusable_cluster<'a>(
+    previous: Option<&'a Snapshot>,
+    c: &crate::config::ClusterConfig,
+) -> Option<&'a Arc<Cluster>> {
+    previous
+        .and_then(|p| p.cluster(&c.name))
+        .filter(|old| old.config == *c)
+}
+
+/// An unchanged access log keeps its open file and writer.
+fn reusable_log(
+    previous: Option<&Snapshot>,
+    listener: &str,
+    al: &crate::config::AccessLogConfig,
+) -> Option<Arc<AccessLog>> {
+    previous
+        .and_then(|p| p.listeners.get(listener))
+        .and_then(|s| s.access_log.clone())
+        .filter(|old| old.config == *al)
 }
