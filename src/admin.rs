@@ -74,7 +74,9 @@ fn with_type(mut r: Response<Full<Bytes>>, ct: &'static str) -> Response<Full<By
 /// Who an admin request came from, and on which of the admin server's addresses.
 #[derive(Clone, Copy, Debug)]
 pub struct Caller {
+    /// The client's address.
     pub peer: SocketAddr,
+    /// The admin address it connected to (`None` when unknown).
     pub local: Option<SocketAddr>,
 }
 
@@ -179,6 +181,7 @@ fn check(
     Ok(())
 }
 
+/// Answers one admin request: the loopback and Host checks first, then the endpoint.
 pub async fn handle(
     req: Request<Incoming>,
     caller: Caller,

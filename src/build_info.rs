@@ -1,6 +1,8 @@
 //! What this binary is: version, git commit and build flavour, stamped by `build.rs`.
 
+/// The crate version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit the binary was built from (`unknown` outside a checkout).
 pub const COMMIT: &str = env!("OUTRIGGER_GIT_COMMIT");
 /// `plain` or `pgo` (a profile-guided build, as `docker/pgo-build.sh` makes).
 pub const FLAVOUR: &str = env!("OUTRIGGER_BUILD_FLAVOUR");

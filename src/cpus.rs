@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 /// The chosen count and why, for the start-up log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerThreads {
+    /// The number of worker threads.
     pub threads: usize,
+    /// Where it came from (the config, the cgroup quota, the CPU count).
     pub source: String,
 }
 

@@ -23,38 +23,39 @@
 //! docs/architecture.md walks one request and one reload through them.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
-pub mod access_log;
+pub(crate) mod access_log;
 pub mod admin;
 pub mod balancer;
 pub mod build_info;
-pub mod circuit_breaker;
+pub(crate) mod circuit_breaker;
 pub mod cluster;
 pub mod config;
-pub mod conn_tracker;
+pub(crate) mod conn_tracker;
 pub mod cpus;
 pub mod demo;
-pub mod discovery;
-pub mod endpoint;
-pub mod hash;
-pub mod health;
+pub(crate) mod discovery;
+pub(crate) mod endpoint;
+pub(crate) mod hash;
+pub(crate) mod health;
 pub mod http_proxy;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod path;
-pub mod pool;
-pub mod relay;
+pub(crate) mod pool;
+pub(crate) mod relay;
 pub mod reload;
 pub mod resolve;
 pub mod route;
 pub mod runtime;
-pub mod shutdown;
-pub mod snapshot;
+pub(crate) mod shutdown;
+pub(crate) mod snapshot;
 pub mod tcp_proxy;
-pub mod tls;
-pub mod wake;
-pub mod watch;
+pub(crate) mod tls;
+pub(crate) mod wake;
+pub(crate) mod watch;
 
 use config::LoadedConfig;
 use metrics::Metrics;
@@ -63,13 +64,18 @@ use snapshot::Snapshot;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// Why the server cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The first config cannot be applied.
     #[error(transparent)]
     Config(#[from] reload::ReloadError),
+    /// The admin address cannot be bound.
     #[error("admin.address: cannot bind {address}: {source}")]
     AdminBind {
+        /// `admin.address`.
         address: String,
+        /// The bind error.
         #[source]
         source: std::io::Error,
     },
@@ -137,10 +143,12 @@ impl Server {
             .map(|(_, a)| a)
     }
 
+    /// The bound admin address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
     }
 
+    /// The shared runtime.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
     }

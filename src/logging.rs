@@ -7,9 +7,12 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
+/// The log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -18,12 +21,20 @@ type Handle = reload::Handle<EnvFilter, Registry>;
 /// The installed filter and the text it was made from.
 static CONTROL: OnceLock<(Handle, Mutex<String>)> = OnceLock::new();
 
+/// Why logging cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum LoggingError {
+    /// A global subscriber was already installed.
     #[error("logging is not set up by this process")]
     NotInstalled,
+    /// The filter (`RUST_LOG` or `--log-level`) does not parse.
     #[error("invalid log filter {filter:?}: {message}")]
-    Invalid { filter: String, message: String },
+    Invalid {
+        /// The filter as given.
+        filter: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// Installs the global subscriber: `RUST_LOG` (default `info`) filters, lines go to stderr.

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+/// `listeners[].escaped_slashes`: what `%2F` and `%5C` in a path do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum EscapedSlashes {
@@ -21,13 +22,18 @@ pub enum EscapedSlashes {
 /// A listener's path settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PathPolicy {
+    /// `normalize_path`: resolve `.` and `..` segments and decode unreserved escapes.
     pub normalize: bool,
+    /// `merge_slashes`: `//` becomes `/`.
     pub merge_slashes: bool,
+    /// `escaped_slashes`.
     pub escaped_slashes: EscapedSlashes,
 }
 
+/// Why a path is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
+    /// It has an escaped slash and the policy is `reject`.
     #[error("encoded slash (%2F or %5C) in the path")]
     EscapedSlash,
     /// A `%` not followed by two hex digits (RFC 3986 §2.1): decoding around it could make

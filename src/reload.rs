@@ -20,16 +20,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Why a config was not applied (the running one stays).
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
+    /// The file cannot be read or is invalid.
     #[error("{0}")]
     Config(#[from] ConfigError),
+    /// The snapshot cannot be built.
     #[error("{0}")]
     Build(#[from] SnapshotError),
+    /// A listener cannot be bound.
     #[error("{0}")]
     Bind(#[from] BindError),
+    /// A listener's TLS files cannot be loaded.
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// A shutdown has started.
     #[error("shutting down: reloads are refused")]
     ShuttingDown,
 }
@@ -37,17 +43,24 @@ pub enum ReloadError {
 /// What a reload changed, by name.
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct ReloadSummary {
+    /// The generation now running.
     pub generation: u64,
+    /// Listeners added, removed and changed.
     pub listeners: Changes,
+    /// Clusters added, removed and changed.
     pub clusters: Changes,
     /// Listeners whose route table (or default cluster) changed.
     pub routes_changed: Vec<String>,
 }
 
+/// Names added, removed and changed.
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Changes {
+    /// Names new in this config.
     pub added: Vec<String>,
+    /// Names gone from it.
     pub removed: Vec<String>,
+    /// Names whose definition changed.
     pub changed: Vec<String>,
 }
 
@@ -66,6 +79,7 @@ struct Running {
     close: CancellationToken,
 }
 
+/// Applies configs (the first at start, then each reload) and runs the accept loops.
 pub struct Reloader {
     runtime: Arc<Runtime>,
     running: tokio::sync::Mutex<Vec<Running>>,
@@ -103,6 +117,7 @@ impl Reloader {
         reloader
     }
 
+    /// The name and bound address of each listener.
     pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.addrs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -9,12 +9,23 @@ use hickory_resolver::TokioResolver;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+/// Why a name lookup failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
+    /// The resolver answered with an error.
     #[error("cannot resolve {host:?}: {message}")]
-    Lookup { host: String, message: String },
+    Lookup {
+        /// The name looked up.
+        host: String,
+        /// The resolver's error.
+        message: String,
+    },
+    /// The name exists but has no addresses.
     #[error("{host:?} has no addresses")]
-    Empty { host: String },
+    Empty {
+        /// The name looked up.
+        host: String,
+    },
 }
 
 /// A resolver set up like the pod's own (nameservers, search list, ndots, hosts file); the

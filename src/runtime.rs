@@ -8,9 +8,12 @@ use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// The shared root every task holds.
 pub struct Runtime {
     snapshot: ArcSwap<Snapshot>,
+    /// The metrics registry.
     pub metrics: Arc<Metrics>,
+    /// Shutdown and drain state.
     pub shutdown: Shutdown,
     ready: AtomicBool,
     /// Requests in flight in the whole process (for `server.max_in_flight_requests`).
@@ -20,6 +23,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// A runtime serving `snapshot`.
     pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Runtime {
         Runtime {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -50,6 +54,7 @@ impl Runtime {
         crate::circuit_breaker::take(&self.in_flight, max).map(Some)
     }
 
+    /// Records the last apply's error (`None` after a success).
     pub fn set_last_reload_error(&self, error: Option<String>) {
         *self
             .last_reload_error
@@ -57,6 +62,7 @@ impl Runtime {
             .unwrap_or_else(|p| p.into_inner()) = error;
     }
 
+    /// The last apply's error, if it failed.
     pub fn last_reload_error(&self) -> Option<String> {
         self.last_reload_error
             .lock()
@@ -64,6 +70,7 @@ impl Runtime {
             .clone()
     }
 
+    /// Marks the proxy ready (`/ready` answers 200).
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
     }

@@ -1,6 +1,7 @@
 //! Vose's alias method: O(n) to build, O(1) to sample an index with probability proportional
 //! to its weight. Used for weighted random picks and for P2C candidate sampling.
 
+/// Walker's alias table: weighted sampling in constant time per pick.
 pub struct AliasTable {
     prob: Vec<f64>,
     alias: Vec<u32>,
@@ -31,10 +32,12 @@ impl AliasTable {
         AliasTable { prob, alias }
     }
 
+    /// Entries in the table.
     pub fn len(&self) -> usize {
         self.prob.len()
     }
 
+    /// Whether the table has no entries.
     pub fn is_empty(&self) -> bool {
         self.prob.is_empty()
     }

@@ -7,6 +7,7 @@ use super::{p2c, weighted_table, Balancer, PickContext, Table};
 use crate::endpoint::Endpoint;
 use std::sync::Arc;
 
+/// `least_latency`: the lower peak-EWMA latency of two endpoints drawn at random.
 pub struct LeastLatency;
 
 fn cost(ewma: f64, in_flight: usize) -> f64 {

@@ -8,6 +8,7 @@ use super::{p2c, weighted_table, Balancer, PickContext, Table};
 use crate::endpoint::Endpoint;
 use std::sync::Arc;
 
+/// `least_request`: the fewer in-flight requests of two endpoints drawn at random.
 pub struct LeastRequest;
 
 impl Balancer for LeastRequest {

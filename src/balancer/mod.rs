@@ -39,6 +39,7 @@ pub struct PickContext<'a> {
 /// Per-set state a policy precomputes when the set is published.
 #[derive(Default)]
 pub enum Table {
+    /// No table: the policy picks from the endpoints alone.
     #[default]
     None,
     /// Indices into `routable`, one cycle of a weighted schedule.
@@ -49,6 +50,7 @@ pub enum Table {
     Ring(Ring),
 }
 
+/// A load-balancing policy: precomputes a table per published endpoint set, then picks over it.
 pub trait Balancer: Send + Sync + 'static {
     /// Builds the table for a new set. `weights[i]` is the effective weight of
     /// `endpoints[i]`: the configured weight scaled by slow start.

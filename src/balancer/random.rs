@@ -4,6 +4,7 @@ use super::{avoiding, weighted_table, Balancer, PickContext, Table};
 use crate::endpoint::Endpoint;
 use std::sync::Arc;
 
+/// `random`: a uniformly random routable endpoint.
 pub struct Random;
 
 impl Balancer for Random {

@@ -8,18 +8,21 @@ use crate::endpoint::Endpoint;
 use crate::hash::hash_key;
 use std::sync::Arc;
 
+/// `ring_hash`: consistent hashing on the request's `hash_on` key (random without one).
 pub struct RingHash;
 
 /// Ring points per unit of weight, and the cap on the whole ring (16 bytes a point).
 const POINTS_PER_WEIGHT: u64 = 160;
 const MAX_POINTS: u64 = 1 << 18;
 
+/// A consistent-hash ring: virtual nodes per endpoint, sorted by hash.
 pub struct Ring {
     /// (point, index into `routable`), sorted by point.
     points: Vec<(u64, u32)>,
 }
 
 impl Ring {
+    /// Builds the ring over `endpoints`, with virtual nodes in proportion to their weights.
     pub fn new(endpoints: &[Arc<Endpoint>]) -> Ring {
         let total: u64 = endpoints.iter().map(|e| e.weight().max(1) as u64).sum();
         let per_weight = (MAX_POINTS / total.max(1)).clamp(1, POINTS_PER_WEIGHT);
@@ -37,6 +40,7 @@ impl Ring {
         Ring { points }
     }
 
+    /// The index of the endpoint owning `hash` (the first node at or after it), `None` when empty.
     pub fn lookup(&self, hash: u64) -> Option<usize> {
         if self.points.is_empty() {
             return None;

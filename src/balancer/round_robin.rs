@@ -7,6 +7,7 @@ use crate::endpoint::Endpoint;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
+/// `round_robin`: each routable endpoint in turn.
 #[derive(Default)]
 pub struct RoundRobin {
     next: AtomicUsize,

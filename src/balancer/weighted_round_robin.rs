@@ -10,6 +10,7 @@ use std::collections::BinaryHeap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
+/// `weighted_round_robin`: a smooth weighted schedule over the routable endpoints.
 #[derive(Default)]
 pub struct WeightedRoundRobin {
     next: AtomicUsize,

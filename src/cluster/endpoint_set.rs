@@ -32,6 +32,7 @@ pub struct SetRules {
 }
 
 impl EndpointSet {
+    /// Builds a set over `all` with its routable subset, weights and the balancer's table.
     pub fn build(
         all: Vec<Arc<Endpoint>>,
         balancer: &dyn Balancer,

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 /// TLS material. The snapshot's warming step gathers these (names resolved asynchronously), so
 /// that building the cluster itself does no I/O.
 pub struct ClusterInputs {
+    /// Upstream TLS, when the cluster has `tls`.
     pub tls: Option<crate::tls::client::TlsClient>,
     /// One per `endpoints` entry, in order.
     pub addresses: Vec<SocketAddr>,

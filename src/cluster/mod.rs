@@ -27,21 +27,34 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// Why a cluster cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
+    /// Its TLS files cannot be loaded.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error(
         "clusters[{index}].endpoints[{endpoint}].address: cannot resolve {address:?}: {reason}"
     )]
+    /// A static endpoint's name does not resolve.
     Resolve {
+        /// The cluster's index in `clusters`.
         index: usize,
+        /// The endpoint's index in `endpoints`.
         endpoint: usize,
+        /// The address as configured.
         address: String,
+        /// What the lookup said.
         reason: String,
     },
+    /// No lookup could be run at all.
     #[error("clusters[{index}]: cannot run a name lookup: {reason}")]
-    Resolver { index: usize, reason: String },
+    Resolver {
+        /// The cluster's index in `clusters`.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Metric children resolved once per cluster.
@@ -72,7 +85,9 @@ pub(crate) enum Event {
     Discovered(Vec<crate::endpoint::Target>),
 }
 
+/// A named set of endpoints with its balancer, pools, breaker and metric children.
 pub struct Cluster {
+    /// `clusters[].name`.
     pub name: String,
     /// The definition this cluster was built from; a reload reuses the cluster when equal.
     pub config: ClusterConfig,
@@ -87,6 +102,7 @@ pub struct Cluster {
     /// Cancelled when a reload replaces or removes this cluster: its task stops at once, so it
     /// can no longer write the metric children the replacement shares.
     pub(crate) retired: tokio_util::sync::CancellationToken,
+    /// `circuit_breaker` limits, counted across the cluster's endpoints.
     pub breaker: circuit_breaker::Breaker,
     /// TLS origination to the endpoints, when `tls` is configured.
     tls: Option<crate::tls::client::TlsClient>,

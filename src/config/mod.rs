@@ -18,11 +18,15 @@ use std::path::{Path, PathBuf};
 /// One thing wrong with a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
+    /// The config file's name.
     pub file: String,
+    /// 1-based line of the offending key, when known.
     pub line: Option<usize>,
+    /// 1-based column of the offending key, when known.
     pub column: Option<usize>,
     /// Key path such as `listeners[0].routes[2].cluster`; empty when the problem has none.
     pub path: String,
+    /// What is wrong, starting with the key's path.
     pub message: String,
 }
 
@@ -43,14 +47,19 @@ impl fmt::Display for ConfigIssue {
     }
 }
 
+/// Why a config cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file cannot be read.
     #[error("{file}: cannot read the config file: {source}")]
     Read {
+        /// The file's name.
         file: String,
+        /// The reading error.
         #[source]
         source: std::io::Error,
     },
+    /// The file was read but has problems: every one found, in file order.
     #[error("{}", render(.0))]
     Invalid(Vec<ConfigIssue>),
 }
@@ -64,6 +73,7 @@ fn render(issues: &[ConfigIssue]) -> String {
 }
 
 impl ConfigError {
+    /// The problems found (empty for a read error).
     pub fn issues(&self) -> &[ConfigIssue] {
         match self {
             ConfigError::Invalid(v) => v,
@@ -75,8 +85,11 @@ impl ConfigError {
 /// A validated config and where it came from (relative paths in it are relative to `base_dir`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedConfig {
+    /// The validated config.
     pub config: Config,
+    /// The file it was read from (what a reload reads again).
     pub source: PathBuf,
+    /// The file's folder.
     pub base_dir: PathBuf,
 }
 

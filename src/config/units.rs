@@ -10,15 +10,19 @@ use std::time::Duration;
 pub struct ConfigDuration(pub Duration);
 
 impl ConfigDuration {
+    /// `s` seconds.
     pub const fn secs(s: u64) -> Self {
         ConfigDuration(Duration::from_secs(s))
     }
+    /// `ms` milliseconds.
     pub const fn millis(ms: u64) -> Self {
         ConfigDuration(Duration::from_millis(ms))
     }
+    /// The duration.
     pub fn get(self) -> Duration {
         self.0
     }
+    /// Whether it is zero (which some keys read as "off").
     pub fn is_zero(self) -> bool {
         self.0.is_zero()
     }
@@ -161,11 +165,14 @@ mod tests {
 /// An address block, `10.0.0.0/8` or `fd00::/8`; a bare address is a block of one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr {
+    /// The network address.
     pub network: std::net::IpAddr,
+    /// The prefix length in bits.
     pub prefix: u8,
 }
 
 impl Cidr {
+    /// The block `network/prefix`.
     pub const fn new(network: std::net::IpAddr, prefix: u8) -> Cidr {
         Cidr { network, prefix }
     }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::Arc;
 use std::time::Duration;
 
+/// One upstream endpoint: its address and every piece of state balancers, health and pools keep on it.
 pub struct Endpoint {
     /// The resolved address connections go to.
     pub address: SocketAddr,
@@ -31,6 +32,7 @@ pub struct Endpoint {
     pub source: Source,
     /// Zone and free-form metadata from an endpoints file (shown in /clusters).
     pub zone: Option<String>,
+    /// Free-form metadata from an endpoints file.
     pub metadata: std::collections::BTreeMap<String, String>,
     /// Configured or discovered weight (default 1); discovery may change it in place (an SRV
     /// record's new weight) without losing the endpoint's state.
@@ -136,6 +138,7 @@ impl Endpoint {
         }
     }
 
+    /// The configured or discovered weight.
     pub fn weight(&self) -> u32 {
         self.weight.load(Ordering::Relaxed)
     }
@@ -191,6 +194,7 @@ impl Endpoint {
         self.metrics.healthy.set(self.is_healthy() as i64);
     }
 
+    /// How many times outlier detection has ejected it.
     pub fn ejections(&self) -> u32 {
         self.ejections.load(Ordering::Relaxed)
     }
@@ -221,6 +225,7 @@ impl Endpoint {
         self.effective_weight.store(w.to_bits(), Ordering::Relaxed);
     }
 
+    /// The weight balancers use now: configured weight times the slow-start ramp, 0 out of rotation.
     pub fn effective_weight(&self) -> f64 {
         f64::from_bits(self.effective_weight.load(Ordering::Relaxed))
     }
@@ -278,6 +283,7 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
+/// Where an endpoint came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
@@ -297,6 +303,7 @@ struct Hot {
 pub struct InFlight(Arc<Endpoint>);
 
 impl InFlight {
+    /// The endpoint this count is held on.
     pub fn endpoint(&self) -> &Arc<Endpoint> {
         &self.0
     }

@@ -64,6 +64,7 @@ impl HealthCounter {
         })
     }
 
+    #[cfg(test)]
     pub fn is_healthy(&self) -> bool {
         self.healthy
     }

@@ -118,6 +118,7 @@ enum Kind {
 }
 
 impl ResponseBody {
+    /// A body held in memory.
     pub fn full(data: impl Into<Bytes>) -> ResponseBody {
         let data = data.into();
         ResponseBody {
@@ -130,6 +131,7 @@ impl ResponseBody {
         }
     }
 
+    /// No body.
     pub fn empty() -> ResponseBody {
         ResponseBody::full(Bytes::new())
     }

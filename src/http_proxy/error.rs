@@ -7,43 +7,64 @@ use super::body::ResponseBody;
 use super::forward;
 use http::{header, HeaderValue, Response, Version};
 
+/// Why the proxy answers a request itself; `into_response` turns each into its answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// No route matched (404).
     #[error("no route matches the request")]
     NoRoute,
+    /// The cluster has no routable endpoint (503).
     #[error("cluster {cluster:?} has no healthy endpoint")]
-    NoHealthyEndpoint { cluster: String },
+    NoHealthyEndpoint {
+        /// The cluster's name.
+        cluster: String,
+    },
+    /// No connection to the endpoint (503, or 504 on a timeout).
     #[error(transparent)]
     Connect(#[from] crate::pool::ConnectError),
+    /// The upstream connection broke before a response (502).
     #[error("upstream closed or reset the connection: {0}")]
     UpstreamReset(#[source] hyper::Error),
+    /// The upstream's answer was not valid HTTP (502).
     #[error("upstream sent an invalid response: {0}")]
     UpstreamProtocol(#[source] hyper::Error),
+    /// The route timeout passed (504).
     #[error("no response within the route timeout")]
     Timeout,
+    /// The client's request body failed (400).
     #[error("the request body could not be read from the client: {0}")]
     DownstreamBody(#[source] super::body::BoxError),
+    /// The request's framing is ambiguous (400, connection closed).
     #[error("ambiguous request framing (Content-Length with Transfer-Encoding)")]
     AmbiguousFraming,
+    /// The request's listener was removed by a reload (503).
     #[error("the listener was removed")]
     ListenerGone,
+    /// A malformed request (400), with the reason.
     #[error("invalid request: {0}")]
     BadRequest(&'static str),
+    /// The last attempt's per-try timeout passed (504).
     #[error("no response within the per-try timeout")]
     PerTryTimeout,
+    /// The route's rate limit is spent (429); a token comes after this wait.
     #[error("route rate limit exceeded")]
     RateLimited(std::time::Duration),
+    /// The cluster's circuit breaker is full (503).
     #[error("circuit breaker: too many {}", .0.as_str())]
     Overflow(crate::circuit_breaker::Overflow),
+    /// The process-wide in-flight limit, or the listener's connection limit, is reached (503).
     #[error("too many requests in flight in this process")]
     Overloaded,
+    /// A CONNECT request on a route that does not allow it (405).
     #[error("CONNECT is not allowed on this route")]
     ConnectNotAllowed,
+    /// An upgrade on a route that does not allow it (403).
     #[error("the route does not allow this Upgrade protocol")]
     UpgradeNotAllowed,
 }
 
 impl ProxyError {
+    /// Its kind: the metric label, the status and the `x-outrigger-error` value.
     pub fn kind(&self) -> ErrorKind {
         use crate::pool::ConnectError;
         match self {

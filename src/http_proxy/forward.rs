@@ -7,14 +7,22 @@ use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use std::net::IpAddr;
 
+/// The client chain, which the proxy appends to.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `http` or `https`, as the client reached the proxy.
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// The verified client certificate of an mTLS listener, Envoy's format.
 pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+/// The request's id (kept, generated or replaced per `request_id`).
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Set on answers the proxy made itself: the cause.
 pub static X_OUTRIGGER_ERROR: HeaderName = HeaderName::from_static("x-outrigger-error");
+/// The endpoint that answered, when `debug_headers` is on.
 pub static X_OUTRIGGER_UPSTREAM: HeaderName = HeaderName::from_static("x-outrigger-upstream");
+/// How many attempts a request took, when `debug_headers` is on.
 pub static X_OUTRIGGER_ATTEMPT_COUNT: HeaderName =
     HeaderName::from_static("x-outrigger-attempt-count");
+/// Set on answers refused by a limit (circuit breaker, in-flight or connection limit).
 pub static X_OUTRIGGER_OVERFLOW: HeaderName = HeaderName::from_static("x-outrigger-overflow");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -94,9 +102,11 @@ const HOP_BY_HOP_LENGTHS: u32 = 1 << 2 | 1 << 7 | 1 << 10 | 1 << 16 | 1 << 17;
 pub struct Trust {
     /// The peer is in the listener's `trusted_hops`: its `x-forwarded-proto` stands.
     pub peer_trusted: bool,
+    /// What happens to the client's `x-request-id`.
     pub request_id: RequestIdMode,
 }
 
+/// Rewrites a request's head for the upstream: hop-by-hop headers out, forwarding headers in.
 pub fn prepare_request(
     parts: &mut http::request::Parts,
     route: &Route,

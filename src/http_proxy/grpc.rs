@@ -6,7 +6,9 @@
 use http::{HeaderMap, HeaderValue};
 use std::time::Duration;
 
+/// The gRPC status in a response's headers or trailers.
 pub static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+/// The gRPC status's message.
 pub static GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
 static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 

@@ -31,11 +31,15 @@ use upstream::{attempt, with_retries, Marks};
 
 /// What the request path knows about the downstream connection a request arrived on.
 pub struct Downstream {
+    /// The listener's name.
     pub listener: Arc<str>,
+    /// The shared root: snapshot, metrics, shutdown.
     pub runtime: Arc<Runtime>,
+    /// The client's address (from the PROXY header, when one was read).
     pub peer: SocketAddr,
     /// `http` or `https`, for `x-forwarded-proto`.
     pub scheme: &'static str,
+    /// The connection's tracker: requests in flight, for a graceful close.
     pub conn: Arc<ConnTracker>,
     /// `x-forwarded-client-cert` for a verified client certificate (mTLS listeners).
     pub client_cert: Option<Arc<str>>,

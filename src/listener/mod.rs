@@ -27,14 +27,20 @@ use tokio::time::Instant;
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
+    /// The listener's address cannot be bound.
     #[error("listeners[{index}] ({name}): cannot bind {address}: {source}")]
     Bind {
+        /// The listener's index in `listeners`.
         index: usize,
+        /// The listener's name.
         name: String,
+        /// The address as configured.
         address: String,
+        /// The bind error.
         #[source]
         source: std::io::Error,
     },
+    /// Its TLS files cannot be loaded.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
 }
@@ -43,9 +49,12 @@ pub enum BindError {
 /// shared so that a reload can hand it from one accept loop to the next without closing it.
 #[derive(Clone)]
 pub struct Listener {
+    /// `listeners[].name`.
     pub name: Arc<str>,
+    /// The address the socket is bound to (a port of 0 resolved).
     pub local_addr: SocketAddr,
     pub(crate) socket: Arc<TcpListener>,
+    /// The listener's definition.
     pub config: ListenerConfig,
     /// TLS termination, when `tls` is configured; rotation keeps it current.
     pub(crate) tls: Option<Arc<TlsServer>>,
@@ -75,6 +84,7 @@ pub fn build_tls(
 }
 
 impl Listener {
+    /// Binds the listener's socket.
     pub async fn bind(
         index: usize,
         cfg: &ListenerConfig,

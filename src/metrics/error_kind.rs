@@ -7,27 +7,46 @@ use http::StatusCode;
 /// The causes as a closed set, so metric children can be resolved once per listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
+    /// No route matched.
     NoRoute,
+    /// The cluster has no routable endpoint.
     NoHealthyEndpoint,
+    /// The upstream connection was refused or failed.
     ConnectFailed,
+    /// The upstream connection was not made within `connect_timeout`.
     ConnectTimeout,
+    /// The upstream connection broke before a response.
     UpstreamReset,
+    /// The upstream's answer was not valid HTTP.
     UpstreamProtocolError,
+    /// The route timeout passed.
     Timeout,
+    /// The client's request body failed.
     DownstreamBody,
+    /// Ambiguous request framing (smuggling guard).
     AmbiguousFraming,
+    /// The listener was removed by a reload.
     ListenerGone,
+    /// A malformed request.
     BadRequest,
+    /// The last per-try timeout passed.
     PerTryTimeout,
+    /// The route's rate limit is spent.
     RateLimited,
+    /// The cluster's circuit breaker is full.
     Overflow,
+    /// The in-flight or connection limit is reached.
     Overloaded,
+    /// The upstream TLS handshake failed.
     UpstreamTls,
+    /// CONNECT is not allowed on the route.
     ConnectNotAllowed,
+    /// The upgrade is not allowed on the route.
     UpgradeNotAllowed,
 }
 
 impl ErrorKind {
+    /// Every kind, in `index` order.
     pub const ALL: [ErrorKind; 18] = [
         ErrorKind::NoRoute,
         ErrorKind::NoHealthyEndpoint,
@@ -73,6 +92,7 @@ impl ErrorKind {
         }
     }
 
+    /// The HTTP status a proxy-made answer of this kind has.
     pub fn status(self) -> StatusCode {
         match self {
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
@@ -117,6 +137,7 @@ impl ErrorKind {
         }
     }
 
+    /// Its position in `ALL`.
     pub fn index(self) -> usize {
         self as usize
     }

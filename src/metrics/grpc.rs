@@ -21,6 +21,7 @@ pub struct GrpcCount {
 }
 
 impl GrpcCount {
+    /// The counter children of `cluster`.
     pub fn new(vec: prometheus::IntCounterVec, cluster: &str) -> GrpcCount {
         GrpcCount {
             vec,

@@ -16,45 +16,84 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+/// `outrigger_downstream_requests_total`: Requests answered to downstream clients, by listener, cluster and status class.
 pub const DOWNSTREAM_REQUESTS_TOTAL: &str = "outrigger_downstream_requests_total";
+/// `outrigger_request_duration_seconds`: Time from request received to response headers sent downstream.
 pub const REQUEST_DURATION_SECONDS: &str = "outrigger_request_duration_seconds";
+/// `outrigger_upstream_request_duration_seconds`: Time from request sent upstream to upstream response headers received.
 pub const UPSTREAM_REQUEST_DURATION_SECONDS: &str = "outrigger_upstream_request_duration_seconds";
+/// `outrigger_downstream_connections_active`: Open downstream connections.
 pub const DOWNSTREAM_CONNECTIONS_ACTIVE: &str = "outrigger_downstream_connections_active";
+/// `outrigger_downstream_connections_total`: Downstream connections accepted.
 pub const DOWNSTREAM_CONNECTIONS_TOTAL: &str = "outrigger_downstream_connections_total";
+/// `outrigger_downstream_connections_parked`: Idle HTTP/1.1 connections parked without buffers (limits.park_idle_after).
 pub const DOWNSTREAM_CONNECTIONS_PARKED: &str = "outrigger_downstream_connections_parked";
+/// `outrigger_upstream_endpoint_healthy`: 1 if the endpoint receives traffic, 0 if it is marked unhealthy.
 pub const UPSTREAM_ENDPOINT_HEALTHY: &str = "outrigger_upstream_endpoint_healthy";
+/// `outrigger_upstream_connections_active`: Open upstream connections (in use or pooled).
 pub const UPSTREAM_CONNECTIONS_ACTIVE: &str = "outrigger_upstream_connections_active";
+/// `outrigger_upstream_connect_failures_total`: Upstream connection attempts that failed or timed out.
 pub const UPSTREAM_CONNECT_FAILURES_TOTAL: &str = "outrigger_upstream_connect_failures_total";
+/// `outrigger_upstream_requests_total`: Responses received from each upstream endpoint, by status class.
 pub const UPSTREAM_REQUESTS_TOTAL: &str = "outrigger_upstream_requests_total";
+/// `outrigger_upstream_endpoint_ewma_seconds`: Peak-EWMA latency of the endpoint's responses (what least_latency balances on).
 pub const UPSTREAM_ENDPOINT_EWMA_SECONDS: &str = "outrigger_upstream_endpoint_ewma_seconds";
+/// `outrigger_upstream_endpoint_inflight`: Requests in flight to the endpoint (what least_request balances on).
 pub const UPSTREAM_ENDPOINT_INFLIGHT: &str = "outrigger_upstream_endpoint_inflight";
+/// `outrigger_upstream_endpoint_effective_weight`: Weight the balancer uses now: configured weight times the slow-start ramp; 0 out of rotation.
 pub const UPSTREAM_ENDPOINT_EFFECTIVE_WEIGHT: &str = "outrigger_upstream_endpoint_effective_weight";
+/// `outrigger_health_check_total`: Active health check probes, by result.
 pub const HEALTH_CHECK_TOTAL: &str = "outrigger_health_check_total";
+/// `outrigger_outlier_ejections_total`: Endpoints ejected by outlier detection.
 pub const OUTLIER_EJECTIONS_TOTAL: &str = "outrigger_outlier_ejections_total";
+/// `outrigger_upstream_cluster_panic`: 1 while too few endpoints are healthy and the cluster balances over all of them.
 pub const CLUSTER_PANIC: &str = "outrigger_upstream_cluster_panic";
+/// `outrigger_timeouts_total`: Timeouts by kind: route (whole request), per_try, connect.
 pub const TIMEOUTS_TOTAL: &str = "outrigger_timeouts_total";
+/// `outrigger_downstream_timeouts_total`: Client connections and requests ended by a listener timeout: idle, header_read, stream_idle.
 pub const DOWNSTREAM_TIMEOUTS_TOTAL: &str = "outrigger_downstream_timeouts_total";
+/// `outrigger_tcp_connections_total`: TCP connections routed to a cluster.
 pub const TCP_CONNECTIONS_TOTAL: &str = "outrigger_tcp_connections_total";
+/// `outrigger_tcp_bytes_total`: Bytes carried by TCP listeners, by direction (to_upstream, to_downstream), counted while a connection is open (every 2 s) and when it ends.
 pub const TCP_BYTES_TOTAL: &str = "outrigger_tcp_bytes_total";
+/// `outrigger_tcp_connection_duration_seconds`: Lifetime of proxied TCP connections.
 pub const TCP_CONNECTION_DURATION_SECONDS: &str = "outrigger_tcp_connection_duration_seconds";
+/// `outrigger_tls_handshakes_total`: TLS handshakes on listeners, by result (failure includes timeouts and rejected client certificates).
 pub const TLS_HANDSHAKES_TOTAL: &str = "outrigger_tls_handshakes_total";
+/// `outrigger_tls_handshake_duration_seconds`: Time to complete a TLS handshake on a listener.
 pub const TLS_HANDSHAKE_DURATION_SECONDS: &str = "outrigger_tls_handshake_duration_seconds";
+/// `outrigger_tls_certificate_expiry_timestamp_seconds`: Unix time the listener's certificate expires (alert well before it).
 pub const TLS_CERTIFICATE_EXPIRY: &str = "outrigger_tls_certificate_expiry_timestamp_seconds";
+/// `outrigger_tls_certificate_reload_total`: Certificate rotations picked up from disk, by result.
 pub const TLS_CERTIFICATE_RELOAD_TOTAL: &str = "outrigger_tls_certificate_reload_total";
+/// `outrigger_access_log_dropped_total`: Access log lines dropped because the writer fell behind (the request path never waits for it).
 pub const ACCESS_LOG_DROPPED_TOTAL: &str = "outrigger_access_log_dropped_total";
+/// `outrigger_upstream_retries_total`: Retries sent (beyond first tries).
 pub const RETRIES_TOTAL: &str = "outrigger_upstream_retries_total";
+/// `outrigger_circuit_breaker_overflow_total`: Requests refused by a circuit breaker, by limit: connections, pending, requests.
 pub const CIRCUIT_BREAKER_OVERFLOW_TOTAL: &str = "outrigger_circuit_breaker_overflow_total";
+/// `outrigger_circuit_breaker_open`: 1 while some circuit breaker limit of the cluster is reached.
 pub const CIRCUIT_BREAKER_OPEN: &str = "outrigger_circuit_breaker_open";
+/// `outrigger_load_shed_total`: Connections and requests refused at once because a listener or process limit was reached.
 pub const LOAD_SHED_TOTAL: &str = "outrigger_load_shed_total";
+/// `outrigger_proxy_errors_total`: Responses generated by the proxy itself, by cause (the x-outrigger-error value).
 pub const PROXY_ERRORS_TOTAL: &str = "outrigger_proxy_errors_total";
+/// `outrigger_config_reload_total`: Configuration loads, by result (success or failure).
 pub const CONFIG_RELOAD_TOTAL: &str = "outrigger_config_reload_total";
+/// `outrigger_build_info`: Always 1; the labels name the running build (as `outrigger --version` prints it).
 pub const BUILD_INFO: &str = "outrigger_build_info";
+/// `outrigger_config_last_reload_success_timestamp_seconds`: Unix time of the last configuration load that was applied.
 pub const CONFIG_LAST_RELOAD_SUCCESS: &str =
     "outrigger_config_last_reload_success_timestamp_seconds";
+/// `outrigger_config_generation`: Generation of the running configuration: 1 at start, +1 per applied reload.
 pub const CONFIG_GENERATION: &str = "outrigger_config_generation";
+/// `outrigger_discovery_updates_total`: Discovery rounds by cluster, source (dns, dns_srv, file) and result: changed, unchanged, failure (the last good set stays), empty_ignored (an empty answer not yet confirmed).
 pub const DISCOVERY_UPDATES_TOTAL: &str = "outrigger_discovery_updates_total";
+/// `outrigger_cluster_endpoints`: Endpoints of each cluster by state: healthy (routable), unhealthy (failing active checks), ejected (outlier detection).
 pub const CLUSTER_ENDPOINTS: &str = "outrigger_cluster_endpoints";
+/// `outrigger_grpc_responses_total`: gRPC responses by cluster and grpc-status (0-16; proxy-made errors included; unknown when a response ended without one).
 pub const GRPC_RESPONSES_TOTAL: &str = "outrigger_grpc_responses_total";
+/// `outrigger_admin_denied_total`: Admin requests refused with 403, by reason: peer (not in admin.allow), host (a Host that is not the admin server's), header (a state-changing POST without a JSON body or X-Outrigger-Admin).
 pub const ADMIN_DENIED_TOTAL: &str = "outrigger_admin_denied_total";
 
 /// Latency buckets from 0.5 ms to 30 s: a sidecar's added latency is sub-millisecond, while
@@ -66,46 +105,86 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// The label value used where a request reached no cluster (404 with no route).
 pub const NO_CLUSTER: &str = "none";
 
+/// Every collector, in a registry of its own.
 pub struct Metrics {
     registry: Registry,
+    /// `outrigger_downstream_requests_total`: Requests answered to downstream clients, by listener, cluster and status class.
     pub downstream_requests: IntCounterVec,
+    /// `outrigger_request_duration_seconds`: Time from request received to response headers sent downstream.
     pub request_duration: HistogramVec,
+    /// `outrigger_upstream_request_duration_seconds`: Time from request sent upstream to upstream response headers received.
     pub upstream_request_duration: HistogramVec,
+    /// `outrigger_downstream_connections_active`: Open downstream connections.
     pub downstream_connections_active: IntGaugeVec,
+    /// `outrigger_downstream_connections_total`: Downstream connections accepted.
     pub downstream_connections: IntCounterVec,
+    /// `outrigger_downstream_connections_parked`: Idle HTTP/1.1 connections parked without buffers (limits.park_idle_after).
     pub downstream_connections_parked: IntGaugeVec,
+    /// `outrigger_upstream_endpoint_healthy`: 1 if the endpoint receives traffic, 0 if it is marked unhealthy.
     pub upstream_endpoint_healthy: IntGaugeVec,
+    /// `outrigger_upstream_connections_active`: Open upstream connections (in use or pooled).
     pub upstream_connections_active: IntGaugeVec,
+    /// `outrigger_upstream_connect_failures_total`: Upstream connection attempts that failed or timed out.
     pub upstream_connect_failures: IntCounterVec,
+    /// `outrigger_proxy_errors_total`: Responses generated by the proxy itself, by cause (the x-outrigger-error value).
     pub proxy_errors: IntCounterVec,
+    /// `outrigger_upstream_requests_total`: Responses received from each upstream endpoint, by status class.
     pub upstream_requests: IntCounterVec,
+    /// `outrigger_upstream_endpoint_ewma_seconds`: Peak-EWMA latency of the endpoint's responses (what least_latency balances on).
     pub endpoint_ewma: GaugeVec,
+    /// `outrigger_upstream_endpoint_inflight`: Requests in flight to the endpoint (what least_request balances on).
     pub endpoint_in_flight: IntGaugeVec,
+    /// `outrigger_upstream_endpoint_effective_weight`: Weight the balancer uses now: configured weight times the slow-start ramp; 0 out of rotation.
     pub endpoint_effective_weight: GaugeVec,
+    /// `outrigger_health_check_total`: Active health check probes, by result.
     pub health_checks: IntCounterVec,
+    /// `outrigger_outlier_ejections_total`: Endpoints ejected by outlier detection.
     pub outlier_ejections: IntCounterVec,
+    /// `outrigger_upstream_cluster_panic`: 1 while too few endpoints are healthy and the cluster balances over all of them.
     pub cluster_panic: IntGaugeVec,
+    /// `outrigger_timeouts_total`: Timeouts by kind: route (whole request), per_try, connect.
     pub timeouts: IntCounterVec,
+    /// `outrigger_downstream_timeouts_total`: Client connections and requests ended by a listener timeout: idle, header_read, stream_idle.
     pub downstream_timeouts: IntCounterVec,
+    /// `outrigger_access_log_dropped_total`: Access log lines dropped because the writer fell behind (the request path never waits for it).
     pub access_log_dropped: IntCounterVec,
+    /// `outrigger_tls_handshakes_total`: TLS handshakes on listeners, by result (failure includes timeouts and rejected client certificates).
     pub tls_handshakes: IntCounterVec,
+    /// `outrigger_tls_handshake_duration_seconds`: Time to complete a TLS handshake on a listener.
     pub tls_handshake_duration: HistogramVec,
+    /// `outrigger_tls_certificate_expiry_timestamp_seconds`: Unix time the listener's certificate expires (alert well before it).
     pub tls_expiry: GaugeVec,
+    /// `outrigger_tls_certificate_reload_total`: Certificate rotations picked up from disk, by result.
     pub tls_reloads: IntCounterVec,
+    /// `outrigger_tcp_connections_total`: TCP connections routed to a cluster.
     pub tcp_connections: IntCounterVec,
+    /// `outrigger_tcp_bytes_total`: Bytes carried by TCP listeners, by direction (to_upstream, to_downstream), counted while a connection is open (every 2 s) and when it ends.
     pub tcp_bytes: IntCounterVec,
+    /// `outrigger_tcp_connection_duration_seconds`: how long TCP connections lasted.
     pub tcp_duration: HistogramVec,
+    /// `outrigger_upstream_retries_total`: Retries sent (beyond first tries).
     pub retries: IntCounterVec,
+    /// `outrigger_circuit_breaker_overflow_total`: Requests refused by a circuit breaker, by limit: connections, pending, requests.
     pub breaker_overflow: IntCounterVec,
+    /// `outrigger_circuit_breaker_open`: 1 while some circuit breaker limit of the cluster is reached.
     pub breaker_open: IntGaugeVec,
+    /// `outrigger_load_shed_total`: Connections and requests refused at once because a listener or process limit was reached.
     pub load_shed: IntCounterVec,
+    /// `outrigger_config_reload_total`: Configuration loads, by result (success or failure).
     pub config_reload: IntCounterVec,
+    /// `outrigger_config_last_reload_success_timestamp_seconds`: when a config was last applied.
     pub config_last_success: prometheus::Gauge,
+    /// `outrigger_config_generation`: 1 for the first config, +1 per applied reload.
     pub config_generation: IntGauge,
+    /// `outrigger_build_info`: always 1, labelled with the build.
     pub build_info: IntGauge,
+    /// `outrigger_discovery_updates_total`: Discovery rounds by cluster, source (dns, dns_srv, file) and result: changed, unchanged, failure (the last good set stays), empty_ignored (an empty answer not yet confirmed).
     pub discovery_updates: IntCounterVec,
+    /// `outrigger_cluster_endpoints`: Endpoints of each cluster by state: healthy (routable), unhealthy (failing active checks), ejected (outlier detection).
     pub cluster_endpoints: IntGaugeVec,
+    /// `outrigger_grpc_responses_total`: gRPC responses by cluster and grpc-status (0-16; proxy-made errors included; unknown when a response ended without one).
     pub grpc_responses: IntCounterVec,
+    /// `outrigger_admin_denied_total`: Admin requests refused with 403, by reason: peer (not in admin.allow), host (a Host that is not the admin server's), header (a state-changing POST without a JSON body or X-Outrigger-Admin).
     pub admin_denied: IntCounterVec,
 }
 
@@ -121,6 +200,7 @@ pub struct EndpointFamilies {
 }
 
 impl EndpointFamilies {
+    /// The series of one endpoint.
     pub fn children(&self, cluster: &str, endpoint: &str) -> EndpointMetrics {
         let labels = [cluster, endpoint];
         EndpointMetrics {
@@ -153,6 +233,7 @@ impl EndpointFamilies {
 /// Status code classes are a fixed set of five, which keeps label cardinality bounded.
 pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// The index in `CODE_CLASSES` of a status code.
 pub fn code_class_index(status: u16) -> usize {
     (status / 100).clamp(1, 5) as usize - 1
 }
@@ -442,6 +523,7 @@ impl Metrics {
         }
     }
 
+    /// The per-endpoint families (their children are made per endpoint).
     pub fn endpoint_families(&self) -> EndpointFamilies {
         EndpointFamilies {
             healthy: self.upstream_endpoint_healthy.clone(),

@@ -21,6 +21,7 @@ pub enum RequestBody {
 }
 
 impl RequestBody {
+    /// No body.
     pub fn empty() -> RequestBody {
         RequestBody::Full(None)
     }
@@ -46,6 +47,7 @@ pub struct IdleTimer {
 pub struct StreamIdle(pub std::time::Duration);
 
 impl IdleTimer {
+    /// A timer that ends a body idle for `timeout`, counting it in `timeouts`.
     pub fn new(timeout: std::time::Duration, timeouts: prometheus::IntCounter) -> IdleTimer {
         IdleTimer {
             timeout,

@@ -204,8 +204,10 @@ pub enum Sender {
     /// Boxed once per connection: responses and their bodies move through several layers
     /// per request, and a pointer moves for less than the connection's ~100 bytes.
     H1(Box<H1Conn>),
-    Upgradable(H1Sender),
-    H2(H2Stream),
+    /// Held, never read again: dropping it lets the connection's driver finish.
+    Upgradable(#[allow(dead_code)] H1Sender),
+    /// Held, never read again: dropping it gives the stream back to its connection.
+    H2(#[allow(dead_code)] H2Stream),
 }
 
 /// What `connect` opened.
@@ -363,11 +365,6 @@ impl EndpointPool {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_some_and(|t| t >= since)
-    }
-
-    /// Open HTTP/2 connections (for /clusters).
-    pub fn h2_len(&self) -> usize {
-        self.h2.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// The most recently returned connection that is still open, if any. Connections idle

@@ -16,10 +16,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Why a route table cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
+    /// A route refers to something that does not exist or cannot be used.
     #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
+    Invalid {
+        /// The route's key path, `listeners[0].routes[1]`.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 enum HostMatch {
@@ -44,6 +51,7 @@ struct Matcher {
 
 /// One cluster a route sends to, with the request counters for that (listener, cluster) pair.
 pub struct RouteTarget {
+    /// The cluster.
     pub cluster: Arc<Cluster>,
     weight: u32,
     requests_by_class: [IntCounter; 5],
@@ -56,6 +64,7 @@ impl RouteTarget {
     }
 }
 
+/// One route: its match, its targets and what it does to a request.
 pub struct Route {
     /// Position in the listener's `routes` (the implicit default route comes last).
     pub index: usize,
@@ -65,6 +74,7 @@ pub struct Route {
     /// Deadline for the response headers; `None` when configured as `0s`.
     pub timeout: Option<Duration>,
     rewrite: Option<Rewrite>,
+    /// `request_headers_add`, parsed.
     pub headers_add: Vec<(HeaderName, HeaderValue)>,
     /// Name the chosen endpoint in an `x-outrigger-upstream` response header.
     pub add_upstream_header: bool,
@@ -72,7 +82,9 @@ pub struct Route {
     pub allow_connect: bool,
     /// `Upgrade` protocols passed on (lowercase).
     upgrades: Box<[String]>,
+    /// `retries`, when set.
     pub retry: Option<retry::RetryPolicy>,
+    /// `rate_limit`, when set.
     pub rate_limit: Option<rate_limit::RateLimiter>,
 }
 
@@ -84,10 +96,13 @@ struct Rewrite {
 
 /// What a request is matched on, borrowed from its head.
 pub struct RequestInfo<'a> {
+    /// The request method.
     pub method: &'a Method,
     /// Host without port, as sent (Host header or :authority).
     pub host: Option<&'a str>,
+    /// The path, normalised per the listener's policy.
     pub path: &'a str,
+    /// The request headers.
     pub headers: &'a HeaderMap,
 }
 
@@ -175,6 +190,7 @@ impl Route {
     }
 }
 
+/// A listener's routes, in order, with the fallback cluster.
 pub struct RouteTable {
     routes: Vec<Route>,
 }
@@ -236,10 +252,12 @@ impl RouteTable {
         self.routes.iter().find(|r| r.matches(req))
     }
 
+    /// Routes in the table.
     pub fn len(&self) -> usize {
         self.routes.len()
     }
 
+    /// Whether the table has no routes.
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// A token bucket shared by every request of a route.
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
@@ -12,6 +13,7 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
+    /// A full bucket of `burst` tokens refilled at `requests_per_second`.
     pub fn new(requests_per_second: u32, burst: u32) -> RateLimiter {
         let burst = burst.max(1) as f64;
         RateLimiter {

@@ -17,14 +17,19 @@ pub enum Outcome {
     Reset,
     /// The per-try timeout passed (retried by reset, 5xx and gateway-error: it ends as a 504).
     Timeout,
+    /// The upstream answered with this status.
     Status(StatusCode),
 }
 
+/// A route's retry policy, as the request path uses it.
 pub struct RetryPolicy {
+    /// Attempts in all, the first included.
     pub attempts: u32,
     on: Vec<RetryOn>,
+    /// The deadline of each attempt, when set.
     pub per_try_timeout: Option<Duration>,
     non_idempotent: bool,
+    /// The largest request body buffered so it can be sent again.
     pub max_body: usize,
     base: Duration,
     max: Duration,
@@ -32,6 +37,7 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The policy of `cfg`.
     pub fn new(cfg: &RetryConfig) -> RetryPolicy {
         RetryPolicy {
             attempts: cfg.attempts,

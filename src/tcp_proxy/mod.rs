@@ -23,10 +23,15 @@ const BYTES_FLUSH: Duration = Duration::from_secs(2);
 
 /// What a TCP listener's connections are served with.
 pub struct TcpSettings {
+    /// The listener's name.
     pub listener: Arc<str>,
+    /// `limits.idle_timeout`: a connection with no bytes either way this long is closed.
     pub idle_timeout: Duration,
+    /// The relay buffer size per direction.
     pub buffer: usize,
+    /// Endpoints tried before the connection is given up.
     pub connect_attempts: u32,
+    /// `accept_proxy_protocol`: a PROXY header is read first.
     pub accept_proxy_protocol: bool,
     /// Bounds reading a PROXY header or ClientHello.
     pub header_timeout: Duration,

@@ -60,10 +60,13 @@ fn to_v6(ip: IpAddr) -> std::net::Ipv6Addr {
     }
 }
 
+/// Why a PROXY header cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyHeaderError {
+    /// The connection failed or closed.
     #[error("reading the PROXY header: {0}")]
     Io(#[from] std::io::Error),
+    /// The header is malformed.
     #[error("invalid PROXY header: {0}")]
     Invalid(&'static str),
 }

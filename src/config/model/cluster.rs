@@ -3,34 +3,49 @@
 use crate::config::units::ConfigDuration;
 use serde::{Deserialize, Serialize};
 
+/// `clusters[].lb`: how a request's endpoint is picked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum LbPolicy {
+    /// `round_robin`.
     #[default]
     RoundRobin,
+    /// `weighted_round_robin`.
     WeightedRoundRobin,
+    /// `least_latency` (peak EWMA, power of two choices).
     LeastLatency,
+    /// `least_request` (in-flight count, power of two choices).
     LeastRequest,
+    /// `random`.
     Random,
+    /// `ring_hash` (consistent hashing on `hash_on`).
     RingHash,
 }
 
+/// `clusters[].send_proxy_protocol`: the PROXY protocol version sent upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProxyProtocolVersion {
+    /// Version 1 (text).
     V1,
+    /// Version 2 (binary).
     V2,
 }
 
+/// `clusters[].protocol`: what HTTP version new upstream connections speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamProtocol {
+    /// `http1`.
     #[default]
     Http1,
+    /// `http2` (prior knowledge, or ALPN h2 over TLS).
     Http2,
+    /// `auto`: ALPN decides over TLS; HTTP/1.1 without TLS.
     Auto,
 }
 
+/// One entry of `clusters`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
@@ -40,10 +55,13 @@ pub struct ClusterConfig {
     /// `ring_hash`: see Load balancing.
     #[serde(default)]
     pub lb: LbPolicy,
+    /// `hash_on`: the affinity key of `ring_hash`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_on: Option<HashOnConfig>,
+    /// `endpoints`: the static endpoints.
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+    /// `discovery`: where more endpoints are found (DNS or a file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<DiscoveryConfig>,
     /// Upstream protocol: `http1`; `http2` (prior knowledge in cleartext, ALPN `h2` with
@@ -53,18 +71,25 @@ pub struct ClusterConfig {
     /// TCP connect deadline; expiry is a 503 `connect_timeout`.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: ConfigDuration,
+    /// `send_proxy_protocol`: a PROXY header on each new upstream connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_proxy_protocol: Option<ProxyProtocolVersion>,
+    /// `tls`: TLS origination to the endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClusterTlsConfig>,
+    /// `health_check`: active probes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckConfig>,
+    /// `outlier_detection`: passive ejection on consecutive failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetectionConfig>,
+    /// `circuit_breaker`: connection, pending and request limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// `slow_start`: the weight ramp of a new or recovered endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_start: Option<SlowStartConfig>,
+    /// `pool`: upstream connection reuse.
     #[serde(default)]
     pub pool: PoolConfig,
     /// Below this percentage of routable endpoints, balance over all of them (Envoy's panic
@@ -87,11 +112,14 @@ fn default_connect_timeout() -> ConfigDuration {
     ConfigDuration::secs(1)
 }
 
+/// `clusters[].hash_on`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HashOnConfig {
+    /// `header`: hash this request header's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
+    /// `cookie`: hash this cookie's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
     /// Hash the client's address.
@@ -99,6 +127,7 @@ pub struct HashOnConfig {
     pub source_ip: bool,
 }
 
+/// One entry of `clusters[].endpoints`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
@@ -114,13 +143,17 @@ fn default_weight() -> u32 {
     1
 }
 
+/// `clusters[].discovery`: exactly one of `dns`, `dns_srv` and `file`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoveryConfig {
+    /// `dns`: `host:port`, every A/AAAA record an endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<String>,
+    /// `dns_srv`: an SRV name whose records give ports and weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_srv: Option<String>,
+    /// `file`: a JSON or YAML endpoints file, watched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// How often DNS is asked (record TTLs do not stretch it) and the file re-read.
@@ -152,6 +185,7 @@ impl DiscoveryConfig {
     }
 }
 
+/// `clusters[].tls`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterTlsConfig {
@@ -161,12 +195,15 @@ pub struct ClusterTlsConfig {
     /// PEM CA bundle the endpoint's certificate must chain to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
+    /// `cert`: a client certificate chain (PEM) for mTLS upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert: Option<String>,
+    /// `key`: the client certificate's private key (PEM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 }
 
+/// `clusters[].health_check`: one of `http`, `grpc` or `tcp`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
@@ -188,6 +225,7 @@ pub struct HealthCheckConfig {
     /// `GET` this path on a fresh connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpHealthCheckConfig>,
+    /// `tcp`: a probe is a completed TCP connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpHealthCheckConfig>,
     /// `grpc.health.v1.Health/Check` for this service (`""`: the server as a whole); passes
@@ -209,6 +247,7 @@ fn default_healthy_threshold() -> u32 {
     2
 }
 
+/// `health_check.http`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpHealthCheckConfig {
@@ -226,10 +265,12 @@ fn default_expected_statuses() -> Vec<u16> {
     vec![200]
 }
 
+/// `health_check.tcp` (no settings).
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TcpHealthCheckConfig {}
 
+/// `health_check.grpc`: the gRPC health checking protocol.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct GrpcHealthCheckConfig {
@@ -239,6 +280,7 @@ pub struct GrpcHealthCheckConfig {
     pub service: String,
 }
 
+/// `clusters[].outlier_detection`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierDetectionConfig {
@@ -271,6 +313,7 @@ fn default_max_ejection_percent() -> u32 {
     50
 }
 
+/// `clusters[].circuit_breaker`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
@@ -289,6 +332,7 @@ fn default_cb_limit() -> u32 {
     1024
 }
 
+/// `clusters[].slow_start`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlowStartConfig {
@@ -303,6 +347,7 @@ fn default_min_weight_percent() -> u32 {
     10
 }
 
+/// `clusters[].pool`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {

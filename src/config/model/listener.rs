@@ -4,14 +4,18 @@ use super::{loopback_blocks, EscapedSlashes, RouteConfig};
 use crate::config::units::{Cidr, ConfigDuration};
 use serde::{Deserialize, Serialize};
 
+/// `listeners[].protocol`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ListenerProtocol {
+    /// `http`: HTTP/1.1 and HTTP/2 (and gRPC, WebSocket) with routes.
     #[default]
     Http,
+    /// `tcp`: raw TCP relayed to a cluster (routes by SNI).
     Tcp,
 }
 
+/// One entry of `listeners`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
@@ -23,12 +27,16 @@ pub struct ListenerConfig {
     /// peeking at the first bytes; with `tls`, by ALPN); `tcp`: raw TCP, see TCP proxy.
     #[serde(default)]
     pub protocol: ListenerProtocol,
+    /// `tls`: TLS termination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTlsConfig>,
+    /// `access_log`: one line per request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<AccessLogConfig>,
+    /// `limits`: the listener's bounds and deadlines.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// `routes`: matched in order.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
     /// TCP: where connections go. HTTP: the cluster for requests no route matches.
@@ -64,6 +72,7 @@ fn default_true() -> bool {
     true
 }
 
+/// `listeners[].request_id`: what happens to `x-request-id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestIdMode {
@@ -80,6 +89,7 @@ fn default_connect_attempts() -> u32 {
     3
 }
 
+/// `listeners[].tls`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTlsConfig {
@@ -87,11 +97,13 @@ pub struct ListenerTlsConfig {
     pub cert: String,
     /// PEM private key: PKCS#8, RSA or EC.
     pub key: String,
+    /// `client_ca`: require and verify client certificates against this CA bundle (mTLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ca: Option<String>,
     /// Protocols offered by ALPN; an http listener speaks only `h2` and `http/1.1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpn: Option<Vec<String>>,
+    /// `sni`: more certificates, chosen by the server name the client asks for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sni: Vec<SniCertConfig>,
     /// PEM certificate revocation lists checked against client certificates (with
@@ -100,6 +112,7 @@ pub struct ListenerTlsConfig {
     pub crl: Option<String>,
 }
 
+/// One entry of `tls.sni`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SniCertConfig {
@@ -111,14 +124,18 @@ pub struct SniCertConfig {
     pub key: String,
 }
 
+/// `access_log.format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessLogFormat {
+    /// One JSON object per line.
     #[default]
     Json,
+    /// Space-separated fields, Envoy's default order.
     Text,
 }
 
+/// `listeners[].access_log`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLogConfig {
@@ -134,6 +151,7 @@ fn default_stdout() -> String {
     "stdout".into()
 }
 
+/// `listeners[].limits`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {

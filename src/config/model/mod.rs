@@ -11,10 +11,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `server`: process-wide settings.
     #[serde(default)]
     pub server: ServerConfig,
+    /// `admin`: the admin server.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// `metrics`: what `/metrics` exports.
     #[serde(default)]
     pub metrics: MetricsConfig,
     /// At least one; below.
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
     }
 }
 
+/// `admin`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {

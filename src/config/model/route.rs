@@ -4,24 +4,32 @@ use crate::config::units::ConfigDuration;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// One entry of `listeners[].routes`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// `match`: what requests this route takes.
     #[serde(default, rename = "match")]
     pub matcher: MatchConfig,
+    /// `cluster`: where they go (or `weighted_clusters`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// `weighted_clusters`: a split by weight.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub weighted_clusters: Vec<WeightedClusterConfig>,
     /// Whole request, all tries; `0s` disables.
     #[serde(default = "default_route_timeout")]
     pub timeout: ConfigDuration,
+    /// `retries`: the retry policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<RetryConfig>,
+    /// `rewrite`: what the path becomes upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<RewriteConfig>,
+    /// `request_headers_add`: headers set on the way upstream.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub request_headers_add: BTreeMap<String, String>,
+    /// `rate_limit`: a token bucket for the route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitConfig>,
     /// Debugging aid: name the chosen endpoint in an `x-outrigger-upstream` response header.
@@ -46,6 +54,7 @@ fn default_route_timeout() -> ConfigDuration {
     ConfigDuration::secs(15)
 }
 
+/// `routes[].match`: every condition given must hold.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
@@ -53,15 +62,19 @@ pub struct MatchConfig {
     /// subdomain, not the apex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// `path`: the exact path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// `path_prefix`: a path prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
+    /// `path_regex`: a regular expression the whole path must match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_regex: Option<String>,
     /// `GET`, `POST`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
+    /// `headers`: each header must be present with this exact value.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// TCP listeners only: the TLS ClientHello's server name.
@@ -69,6 +82,7 @@ pub struct MatchConfig {
     pub sni: Option<String>,
 }
 
+/// One entry of `weighted_clusters`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WeightedClusterConfig {
@@ -78,6 +92,7 @@ pub struct WeightedClusterConfig {
     pub weight: u32,
 }
 
+/// `routes[].retries`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
@@ -133,25 +148,35 @@ fn default_retry_buffer_kb() -> usize {
     64
 }
 
+/// One entry of `retries.retry_on`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RetryOn {
+    /// `connect-failure`: nothing reached the endpoint.
     ConnectFailure,
+    /// `refused-stream`: the upstream refused an HTTP/2 stream.
     RefusedStream,
+    /// `reset`: the connection broke before a response.
     Reset,
+    /// `5xx`: any 5xx answer.
     #[serde(rename = "5xx")]
     Status5xx,
+    /// `gateway-error`: 502, 503 or 504.
     GatewayError,
+    /// `retriable-4xx`: 409.
     #[serde(rename = "retriable-4xx")]
     Retriable4xx,
 }
 
+/// `routes[].rewrite`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RewriteConfig {
+    /// `path_prefix`: replaces the matched `path_prefix`.
     pub path_prefix: String,
 }
 
+/// `routes[].rate_limit`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
