@@ -212,7 +212,7 @@ pub async fn handle(
             }
         }
         "/healthz" if get => text(StatusCode::OK, "ok\n"),
-        "/config" if get => config(runtime),
+        "/config" if get => config(runtime, reloader),
         "/clusters" if get => with_type(
             text(StatusCode::OK, clusters_json(runtime)),
             "application/json",
@@ -261,7 +261,7 @@ fn metrics(runtime: &Runtime) -> Response<Full<Bytes>> {
 
 /// The running configuration (secrets redacted), with its source, generation and whether the
 /// last reload failed.
-fn config(runtime: &Runtime) -> Response<Full<Bytes>> {
+fn config(runtime: &Runtime, reloader: &Reloader) -> Response<Full<Bytes>> {
     let snap = runtime.snapshot();
     let mut body = format!(
         "# source: {}\n# generation: {}\n",
@@ -275,6 +275,19 @@ fn config(runtime: &Runtime) -> Response<Full<Bytes>> {
             for line in e.lines() {
                 body.push_str(&format!("#   {line}\n"));
             }
+        }
+    }
+    let versions = runtime.xds_versions();
+    if !versions.is_empty() {
+        let held: Vec<String> = versions.iter().map(|(k, v)| format!("{k} {v:?}")).collect();
+        body.push_str(&format!("# xds versions: {}\n", held.join(", ")));
+        let dynamic = reloader.dynamic();
+        body.push_str("# from xds (the rest is from the file):\n");
+        for l in &dynamic.listeners {
+            body.push_str(&format!("#   listener {:?}\n", l.name));
+        }
+        for c in &dynamic.clusters {
+            body.push_str(&format!("#   cluster {:?}\n", c.name));
         }
     }
     body.push_str(&crate::config::redacted_yaml(&snap.loaded.config));

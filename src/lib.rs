@@ -56,6 +56,7 @@ pub mod tcp_proxy;
 pub(crate) mod tls;
 pub(crate) mod wake;
 pub(crate) mod watch;
+pub mod xds;
 
 use config::LoadedConfig;
 use metrics::Metrics;
@@ -113,7 +114,11 @@ impl Server {
         let reloader = reload::Reloader::new(runtime.clone());
         // The first config goes through the reload path: warmed, built, bound, its discovered
         // clusters' first answers awaited, then published.
+        let xds = loaded.config.xds.clone();
         reloader.apply(loaded).await?;
+        if let Some(x) = xds {
+            xds::spawn(runtime.clone(), reloader.clone(), x);
+        }
         tokio::spawn(admin::run(admin_socket, runtime.clone(), reloader.clone()));
         tracing::info!(address = %admin_addr, "admin listening");
         if watch && source.is_file() {

@@ -43,7 +43,7 @@ pub fn spawn_trimmer() {
                     // SAFETY: mallinfo2 and malloc_trim only read and adjust glibc's own heap
                     // bookkeeping; both are thread-safe.
                     let trim = burst_over
-                        || (tick % SLOW_EVERY == 0
+                        || (tick.is_multiple_of(SLOW_EVERY)
                             && unsafe { libc::mallinfo2() }.fordblks > FREE_THRESHOLD);
                     if trim {
                         unsafe { libc::malloc_trim(0) };

@@ -70,6 +70,63 @@ impl Changes {
     }
 }
 
+/// Resources an xDS server sent, translated into the file's model; merged after the file's own.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Dynamic {
+    /// Listeners (LDS, with their RDS routes filled in).
+    pub listeners: Vec<ListenerConfig>,
+    /// Clusters (CDS).
+    pub clusters: Vec<config::ClusterConfig>,
+}
+
+/// The file's config with `dynamic` added, validated as a whole; problems name resources by
+/// name rather than by their index in the merged lists.
+fn merge(statics: &LoadedConfig, dynamic: &Dynamic) -> Result<LoadedConfig, ConfigError> {
+    let mut merged = statics.clone();
+    merged
+        .config
+        .listeners
+        .extend(dynamic.listeners.iter().cloned());
+    merged
+        .config
+        .clusters
+        .extend(dynamic.clusters.iter().cloned());
+    if dynamic.listeners.is_empty() && dynamic.clusters.is_empty() {
+        return Ok(merged);
+    }
+    let cfg = &merged.config;
+    config::check(cfg, "xds").map_err(|e| {
+        let by_name = |path: &str| -> String {
+            for (key, names) in [
+                (
+                    "listeners",
+                    cfg.listeners.iter().map(|l| &l.name).collect::<Vec<_>>(),
+                ),
+                ("clusters", cfg.clusters.iter().map(|c| &c.name).collect()),
+            ] {
+                if let Some(rest) = path.strip_prefix(&format!("{key}[")) {
+                    if let Some((i, tail)) = rest.split_once(']') {
+                        if let Some(n) = i.parse::<usize>().ok().and_then(|i| names.get(i)) {
+                            return format!("{key}[{n:?}]{tail}");
+                        }
+                    }
+                }
+            }
+            path.to_owned()
+        };
+        ConfigError::Invalid(
+            e.issues()
+                .iter()
+                .map(|i| config::ConfigIssue {
+                    path: by_name(&i.path),
+                    ..i.clone()
+                })
+                .collect(),
+        )
+    })?;
+    Ok(merged)
+}
+
 /// An accept loop and the tokens that end it.
 struct Running {
     listener: Listener,
@@ -88,6 +145,10 @@ pub struct Reloader {
     /// Content hash of the file as last read by a reload, so the watcher ignores events that
     /// did not change it.
     last_seen: Mutex<Option<u64>>,
+    /// The file's config as last applied (what xDS resources are merged into).
+    statics: Mutex<Option<LoadedConfig>>,
+    /// The xDS resources as last applied.
+    dynamic: Mutex<Dynamic>,
 }
 
 impl Reloader {
@@ -98,6 +159,8 @@ impl Reloader {
             running: tokio::sync::Mutex::new(Vec::new()),
             addrs: Mutex::new(Vec::new()),
             last_seen: Mutex::new(None),
+            statics: Mutex::new(None),
+            dynamic: Mutex::new(Dynamic::default()),
         });
         // Once draining starts (after drain_delay), the listening sockets close, so that new
         // connections are refused at once instead of waiting unanswered in the kernel's
@@ -129,18 +192,66 @@ impl Reloader {
         let path = self.runtime.snapshot().loaded.source.clone();
         *self.last_seen.lock().unwrap_or_else(|p| p.into_inner()) = content_hash(&path);
         let result = match config::load(&path) {
-            Ok(loaded) => self.install(&mut running, loaded).await,
+            Ok(loaded) => self.install_merged(&mut running, loaded, None).await,
             Err(e) => Err(e.into()),
         };
         self.account(result)
     }
 
-    /// Makes `loaded` the running config: start-up and every reload come through here.
-    /// Concurrent calls run one after the other.
+    /// Makes `loaded` the running config (with the xDS resources already applied, if any):
+    /// start-up and every reload come through here. Concurrent calls run one after the other.
     pub async fn apply(&self, loaded: LoadedConfig) -> Result<ReloadSummary, ReloadError> {
         let mut running = self.running.lock().await;
-        let result = self.install(&mut running, loaded).await;
+        let result = self.install_merged(&mut running, loaded, None).await;
         self.account(result)
+    }
+
+    /// Replaces the xDS resources: merged with the file's, validated and applied as one
+    /// config. On error nothing changes (the caller NACKs).
+    pub async fn apply_dynamic(&self, dynamic: Dynamic) -> Result<ReloadSummary, ReloadError> {
+        let mut running = self.running.lock().await;
+        let statics = self
+            .statics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let result = match statics {
+            Some(s) => self.install_merged(&mut running, s, Some(dynamic)).await,
+            None => Err(ReloadError::ShuttingDown),
+        };
+        self.account(result)
+    }
+
+    /// The file's clusters as last applied.
+    pub fn static_clusters(&self) -> Vec<config::ClusterConfig> {
+        self.statics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|s| s.config.clusters.clone())
+            .unwrap_or_default()
+    }
+
+    /// The xDS resources now applied.
+    pub fn dynamic(&self) -> Dynamic {
+        self.dynamic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn install_merged(
+        &self,
+        running: &mut Vec<Running>,
+        statics: LoadedConfig,
+        dynamic: Option<Dynamic>,
+    ) -> Result<ReloadSummary, ReloadError> {
+        let dynamic = dynamic.unwrap_or_else(|| self.dynamic());
+        let merged = merge(&statics, &dynamic)?;
+        let summary = self.install(running, merged).await?;
+        *self.statics.lock().unwrap_or_else(|p| p.into_inner()) = Some(statics);
+        *self.dynamic.lock().unwrap_or_else(|p| p.into_inner()) = dynamic;
+        Ok(summary)
     }
 
     /// Counts and logs the outcome of an apply.
@@ -203,7 +314,7 @@ impl Reloader {
         // warming).
         for c in &new_clusters {
             crate::health::spawn(c);
-            crate::discovery::spawn(c);
+            crate::discovery::spawn(c, &self.runtime.eds);
         }
         warm_discovery(&new_clusters).await;
         let generation = snapshot.generation;
@@ -356,6 +467,7 @@ async fn warm_discovery(clusters: &[Arc<Cluster>]) {
 fn warn_restart_only(old: &config::Config, cfg: &config::Config) {
     for (key, changed) in [
         ("admin.address", cfg.admin.address != old.admin.address),
+        ("xds", cfg.xds != old.xds),
         (
             "metrics.per_endpoint",
             cfg.metrics.per_endpoint != old.metrics.per_endpoint,

@@ -20,6 +20,12 @@ pub struct Runtime {
     in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// The last reload's error, if it failed (shown by `GET /config`).
     last_reload_error: std::sync::Mutex<Option<String>>,
+    /// Endpoints the xDS server pushed, by EDS service name.
+    pub(crate) eds: Arc<crate::discovery::eds::Registry>,
+    /// Held while the xDS client waits for its first full config.
+    xds_pending: AtomicBool,
+    /// The version last accepted per xDS type (for `GET /config`).
+    xds_versions: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
 }
 
 impl Runtime {
@@ -32,6 +38,9 @@ impl Runtime {
             ready: AtomicBool::new(false),
             last_reload_error: std::sync::Mutex::new(None),
             in_flight: Default::default(),
+            eds: Default::default(),
+            xds_pending: AtomicBool::new(false),
+            xds_versions: Default::default(),
         }
     }
 
@@ -75,8 +84,32 @@ impl Runtime {
         self.ready.store(true, Ordering::Release);
     }
 
-    /// Ready: every listener is bound and no shutdown has been asked for.
+    /// Records the version last accepted for an xDS type.
+    pub fn set_xds_version(&self, kind: &'static str, version: &str) {
+        self.xds_versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kind, version.to_owned());
+    }
+
+    /// The versions last accepted per xDS type.
+    pub fn xds_versions(&self) -> std::collections::BTreeMap<&'static str, String> {
+        self.xds_versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Holds (true) or releases readiness for the xDS client's first full config.
+    pub fn set_xds_pending(&self, pending: bool) {
+        self.xds_pending.store(pending, Ordering::Release);
+    }
+
+    /// Ready: every listener is bound, the xDS server (if any) has sent its first full config
+    /// and no shutdown has been asked for.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.shutdown.is_requested()
+        self.ready.load(Ordering::Acquire)
+            && !self.xds_pending.load(Ordering::Acquire)
+            && !self.shutdown.is_requested()
     }
 }

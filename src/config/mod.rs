@@ -179,6 +179,27 @@ pub fn parse(
     ))
 }
 
+/// Validates a config assembled in memory (the file's resources merged with those of an xDS
+/// server); `source` names where it came from in messages. Problems carry key paths only.
+pub fn check(cfg: &Config, source: &str) -> Result<(), ConfigError> {
+    let problems = validate::validate(cfg);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid(
+        problems
+            .into_iter()
+            .map(|p| ConfigIssue {
+                file: source.to_owned(),
+                line: None,
+                column: None,
+                path: p.path,
+                message: p.message,
+            })
+            .collect(),
+    ))
+}
+
 fn strip_position(message: &str) -> String {
     static POSITION: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         regex::Regex::new(r" at line \d+ column \d+").expect("constant regex")

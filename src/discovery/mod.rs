@@ -5,6 +5,7 @@
 //! applied only after `empty_confirmations` in a row.
 
 pub mod dns;
+pub mod eds;
 pub mod file;
 
 use crate::cluster::{Cluster, Event};
@@ -27,6 +28,7 @@ enum Source {
     // Boxed: the resolver is large, and there is one per discovered cluster.
     Dns(Box<dns::DnsSource>),
     File(file::FileSource),
+    Eds(eds::EdsSource),
 }
 
 impl Source {
@@ -34,13 +36,15 @@ impl Source {
         match self {
             Source::Dns(d) => d.kind(),
             Source::File(_) => "file",
+            Source::Eds(_) => "eds",
         }
     }
 
-    async fn fetch(&self) -> Result<Vec<Target>, DiscoveryError> {
+    async fn fetch(&mut self) -> Result<Vec<Target>, DiscoveryError> {
         match self {
             Source::Dns(d) => d.fetch().await,
             Source::File(f) => f.fetch().await,
+            Source::Eds(e) => e.fetch().await,
         }
     }
 
@@ -48,22 +52,24 @@ impl Source {
         match self {
             Source::Dns(_) => tokio::time::sleep(refresh).await,
             Source::File(f) => f.wait(refresh).await,
+            Source::Eds(e) => e.wait().await,
         }
     }
 }
 
-/// Starts the cluster's discovery task, if it has `discovery`. `base` is the config file's
-/// folder (relative endpoints files are found there).
-pub fn spawn(cluster: &Arc<Cluster>) {
+/// Starts the cluster's discovery task, if it has `discovery` (relative endpoints files are
+/// found in the cluster's base folder; EDS names are watched in `eds`).
+pub fn spawn(cluster: &Arc<Cluster>, eds: &eds::Registry) {
     let Some(cfg) = cluster.config.discovery.clone() else {
         return;
     };
-    let source = match &cfg.file {
-        Some(f) => Source::File(file::FileSource::new(file::resolve_path(
+    let source = match (&cfg.file, &cfg.eds) {
+        (Some(f), _) => Source::File(file::FileSource::new(file::resolve_path(
             &cluster.base_dir,
             f,
         ))),
-        None => match dns::DnsSource::new(&cfg) {
+        (None, Some(service)) => Source::Eds(eds.watch(service)),
+        (None, None) => match dns::DnsSource::new(&cfg) {
             Ok(d) => Source::Dns(Box::new(d)),
             Err(e) => {
                 // Validation rules this out; should it happen, the cluster keeps its static
@@ -118,8 +124,14 @@ async fn run(weak: Weak<Cluster>, mut source: Source, cfg: crate::config::Discov
                 let was_empty = last.as_ref().is_none_or(|l| l.is_empty());
                 if targets.is_empty() && !was_empty {
                     empties += 1;
-                    if empties < cfg.empty_confirmations {
-                        tracing::warn!(cluster = %cluster.name, source = kind, seen = empties, needed = cfg.empty_confirmations, "discovery answered no endpoints; keeping the last set until this repeats");
+                    // The xDS server is authoritative: its empty assignment is meant.
+                    let needed = if kind == "eds" {
+                        1
+                    } else {
+                        cfg.empty_confirmations
+                    };
+                    if empties < needed {
+                        tracing::warn!(cluster = %cluster.name, source = kind, seen = empties, needed, "discovery answered no endpoints; keeping the last set until this repeats");
                         count("empty_ignored");
                         cluster.discovery_round_done();
                         drop(cluster);

@@ -96,6 +96,13 @@ pub const GRPC_RESPONSES_TOTAL: &str = "outrigger_grpc_responses_total";
 /// `outrigger_admin_denied_total`: Admin requests refused with 403, by reason: peer (not in admin.allow), host (a Host that is not the admin server's), header (a state-changing POST without a JSON body or X-Outrigger-Admin).
 pub const ADMIN_DENIED_TOTAL: &str = "outrigger_admin_denied_total";
 
+/// `outrigger_xds_connected`: 1 while the ADS stream to the xDS server is up.
+pub const XDS_CONNECTED: &str = "outrigger_xds_connected";
+/// `outrigger_xds_updates_total`: xDS responses by type (clusters, endpoints, listeners, routes) and result: accepted (ACK), rejected (NACK).
+pub const XDS_UPDATES_TOTAL: &str = "outrigger_xds_updates_total";
+/// `outrigger_xds_version`: 1 for the version_info last accepted per type (the version is a label).
+pub const XDS_VERSION: &str = "outrigger_xds_version";
+
 /// Latency buckets from 0.5 ms to 30 s: a sidecar's added latency is sub-millisecond, while
 /// upstream calls range to the default 15 s route timeout.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -186,6 +193,12 @@ pub struct Metrics {
     pub grpc_responses: IntCounterVec,
     /// `outrigger_admin_denied_total`: Admin requests refused with 403, by reason: peer (not in admin.allow), host (a Host that is not the admin server's), header (a state-changing POST without a JSON body or X-Outrigger-Admin).
     pub admin_denied: IntCounterVec,
+    /// `outrigger_xds_connected`: 1 while the ADS stream to the xDS server is up.
+    pub xds_connected: IntGauge,
+    /// `outrigger_xds_updates_total`: xDS responses by type and result (accepted, rejected).
+    pub xds_updates: IntCounterVec,
+    /// `outrigger_xds_version`: 1 for the version last accepted per type.
+    pub xds_version: IntGaugeVec,
 }
 
 /// The per-endpoint metric families, kept by a cluster so endpoints that discovery adds later
@@ -471,6 +484,21 @@ impl Metrics {
                 CIRCUIT_BREAKER_OPEN,
                 "1 while some circuit breaker limit of the cluster is reached.",
                 &["cluster"],
+            ),
+            xds_connected: reg(
+                &registry,
+                IntGauge::new(XDS_CONNECTED, "1 while the ADS stream to the xDS server is up.")
+                    .expect("valid metric definition"),
+            ),
+            xds_updates: counter(
+                XDS_UPDATES_TOTAL,
+                "xDS responses by type (clusters, endpoints, listeners, routes) and result: accepted (ACK), rejected (NACK).",
+                &["type", "result"],
+            ),
+            xds_version: gauge(
+                XDS_VERSION,
+                "1 for the version_info last accepted per type (the version is a label).",
+                &["type", "version"],
             ),
             admin_denied: counter(
                 ADMIN_DENIED_TOTAL,

@@ -151,7 +151,7 @@ fn broken_files_exit_1_naming_line_and_key_path() {
         (
             "missing listeners key",
             "clusters: []\n".to_string(),
-            "missing field `listeners`",
+            "listeners: at least one listener is required (or an xds server that sends them)",
         ),
         (
             "unset variable",
@@ -169,7 +169,7 @@ fn broken_files_exit_1_naming_line_and_key_path() {
                 "    endpoints:",
                 "    discovery: { dns: \"web.svc:80\", file: eps.yaml }\n    endpoints:",
             ),
-            ":10:5: clusters[0].discovery: set exactly one of dns, dns_srv or file",
+            ":10:5: clusters[0].discovery: set exactly one of dns, dns_srv, file or eds",
         ),
         (
             "bad resolver",

@@ -31,3 +31,4 @@ mod streaming;
 mod tcp;
 mod tls;
 mod tunnels_and_drain;
+mod xds;

@@ -156,6 +156,9 @@ pub struct DiscoveryConfig {
     /// `file`: a JSON or YAML endpoints file, watched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// `eds`: the service name whose endpoints (ClusterLoadAssignment) the `xds` server sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eds: Option<String>,
     /// How often DNS is asked (record TTLs do not stretch it) and the file re-read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<ConfigDuration>,

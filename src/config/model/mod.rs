@@ -20,11 +20,15 @@ pub struct Config {
     /// `metrics`: what `/metrics` exports.
     #[serde(default)]
     pub metrics: MetricsConfig,
-    /// At least one; below.
+    /// At least one (unless `xds` sends them); below.
+    #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
     /// The upstream clusters routes name; below.
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
+    /// `xds`: a control plane that sends more listeners, routes, clusters and endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xds: Option<XdsConfig>,
 }
 
 /// What `/metrics` exports.
@@ -116,7 +120,9 @@ impl Default for AdminConfig {
 mod cluster;
 mod listener;
 mod route;
+mod xds;
 
 pub use cluster::*;
 pub use listener::*;
 pub use route::*;
+pub use xds::*;

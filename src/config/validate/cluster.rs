@@ -192,12 +192,23 @@ fn check_ejection_and_ramp(c: &mut Checker, p: &str, cl: &ClusterConfig) {
 }
 
 fn discovery(c: &mut Checker, p: &str, d: &DiscoveryConfig) {
-    let sources = [d.dns.is_some(), d.dns_srv.is_some(), d.file.is_some()]
-        .iter()
-        .filter(|s| **s)
-        .count();
+    let sources = [
+        d.dns.is_some(),
+        d.dns_srv.is_some(),
+        d.file.is_some(),
+        d.eds.is_some(),
+    ]
+    .iter()
+    .filter(|s| **s)
+    .count();
     if sources != 1 {
-        c.push(p.to_string(), "set exactly one of dns, dns_srv or file");
+        c.push(
+            p.to_string(),
+            "set exactly one of dns, dns_srv, file or eds",
+        );
+    }
+    if d.eds.as_deref() == Some("") {
+        c.push(format!("{p}.eds"), "must name an EDS service");
     }
     if let Some(dns) = &d.dns {
         match split_host_port(dns) {

@@ -51,8 +51,23 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             ),
         );
     }
-    if cfg.listeners.is_empty() {
-        c.push("listeners", "at least one listener is required");
+    if cfg.listeners.is_empty() && cfg.xds.is_none() {
+        c.push(
+            "listeners",
+            "at least one listener is required (or an xds server that sends them)",
+        );
+    }
+    if let Some(x) = &cfg.xds {
+        check_xds(&mut c, cfg, x);
+    } else if let Some(i) = cfg
+        .clusters
+        .iter()
+        .position(|cl| cl.discovery.as_ref().is_some_and(|d| d.eds.is_some()))
+    {
+        c.push(
+            format!("clusters[{i}].discovery.eds"),
+            "eds needs an xds server (the top-level xds key)",
+        );
     }
     check_cluster_uses(&mut c, cfg);
     check_listeners(&mut c, cfg);
@@ -69,6 +84,62 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         cluster::check_cluster(&mut c, &p, cl);
     }
     c.problems
+}
+
+fn check_xds(c: &mut Checker, cfg: &Config, x: &XdsConfig) {
+    let servers = x.server.list();
+    if servers.is_empty() {
+        c.push("xds.server", "name at least one host:port");
+    }
+    for (k, s) in servers.iter().enumerate() {
+        let p = match x.server {
+            OneOrMany::One(_) => "xds.server".to_string(),
+            OneOrMany::Many(_) => format!("xds.server[{k}]"),
+        };
+        if let Err(m) = crate::config::units::split_host_port(s) {
+            c.push(p, m);
+        }
+    }
+    if x.node.id.is_empty() {
+        c.push(
+            "xds.node.id",
+            "must not be empty (the server tells proxies apart by it)",
+        );
+    }
+    if x.resources.is_empty() {
+        c.push(
+            "xds.resources",
+            "name at least one of clusters, endpoints, listeners, routes",
+        );
+    }
+    for (key, d) in [
+        ("xds.initial_fetch_timeout", x.initial_fetch_timeout),
+        ("xds.connect_timeout", x.connect_timeout),
+        ("xds.backoff_base", x.backoff_base),
+    ] {
+        if d.is_zero() {
+            c.push(key, "must be more than 0");
+        }
+    }
+    if x.backoff_max.get() < x.backoff_base.get() {
+        c.push("xds.backoff_max", "must be at least backoff_base");
+    }
+    if x.max_message_kb == 0 {
+        c.push("xds.max_message_kb", "must be at least 1");
+    }
+    let eds = x.resources.contains(&XdsResourceType::Endpoints);
+    if !eds {
+        if let Some(i) = cfg
+            .clusters
+            .iter()
+            .position(|cl| cl.discovery.as_ref().is_some_and(|d| d.eds.is_some()))
+        {
+            c.push(
+                format!("clusters[{i}].discovery.eds"),
+                "eds needs endpoints in xds.resources",
+            );
+        }
+    }
 }
 
 /// Keys of a cluster that fit only one kind of listener using it.

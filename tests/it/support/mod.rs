@@ -6,6 +6,7 @@
 pub mod dns;
 pub mod tls;
 pub mod upstream;
+pub mod xds;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
