@@ -390,6 +390,52 @@ impl Cluster {
             .collect()
     }
 
+    /// Takes over the predecessor's endpoint objects where a reload (or CDS push) changed the
+    /// cluster's settings but not how it connects: each endpoint still listed keeps its
+    /// health, outlier state, EWMA, in-flight count and pooled connections (a changed weight is
+    /// taken in place), and discovered endpoints carry over when discovery is unchanged. Only
+    /// endpoints new to the cluster start fresh. Returns false, changing nothing, when the
+    /// connection settings (protocol, TLS, pool, PROXY protocol) differ.
+    pub(crate) fn adopt(&mut self, previous: &Cluster) -> bool {
+        let (a, b) = (&self.config, &previous.config);
+        if a.protocol != b.protocol
+            || a.tls != b.tls
+            || a.pool != b.pool
+            || a.send_proxy_protocol != b.send_proxy_protocol
+        {
+            return false;
+        }
+        // Endpoint timestamps (ejections, ramps) are on the cluster clock: keep it.
+        self.epoch = previous.epoch;
+        let before = previous.endpoints.load_full();
+        let mut all: Vec<Arc<Endpoint>> = Vec::new();
+        for e in self.endpoints.load().all.iter() {
+            let kept = before.all.iter().find(|o| {
+                o.source == Source::Static && o.address == e.address && o.label == e.label
+            });
+            match kept {
+                Some(o) => {
+                    o.set_weight(e.weight());
+                    all.push(o.clone());
+                }
+                None => all.push(e.clone()),
+            }
+        }
+        if a.discovery.is_some() && a.discovery == b.discovery {
+            let taken: std::collections::HashSet<SocketAddr> =
+                all.iter().map(|e| e.address).collect();
+            all.extend(
+                before
+                    .all
+                    .iter()
+                    .filter(|o| o.source == Source::Discovered && !taken.contains(&o.address))
+                    .cloned(),
+            );
+        }
+        self.publish(all);
+        true
+    }
+
     /// Starts a rebuilt cluster from the endpoints its predecessor had discovered, with their
     /// health, so a reload that changes the cluster does not empty it until the next round.
     pub(crate) fn seed_discovered(&self, previous: &Cluster) {

@@ -181,10 +181,11 @@ fn build_clusters(
                     .clusters
                     .remove(&c.name)
                     .ok_or_else(|| SnapshotError::NotWarmed(c.name.clone()))?;
-                let new = Cluster::assemble(c, metrics, &loaded.base_dir, inputs);
-                if let Some(old) =
-                    old.filter(|old| c.discovery.is_some() && old.config.discovery == c.discovery)
-                {
+                let mut new = Cluster::assemble(c, metrics, &loaded.base_dir, inputs);
+                let adopted = old.is_some_and(|old| new.adopt(old));
+                if let Some(old) = old.filter(|old| {
+                    !adopted && c.discovery.is_some() && old.config.discovery == c.discovery
+                }) {
                     new.seed_discovered(old);
                 }
                 Arc::new(new)

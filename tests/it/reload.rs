@@ -403,3 +403,59 @@ async fn a_removed_endpoint_leaves_no_stale_series() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn a_changed_cluster_keeps_its_endpoints_and_their_health() {
+    let (x, y) = (
+        Upstream::start("x", Behavior::Name).await,
+        Upstream::start("y", Behavior::Name).await,
+    );
+    let dir = temp_dir("reload-adopt");
+    let path = dir.join("outrigger.yaml");
+    let text = |lb: &str| {
+        format!(
+            r#"
+server: {{ watch_config: false }}
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - name: ingress
+    address: 127.0.0.1:0
+    routes: [{{ match: {{ path_prefix: / }}, cluster: c }}]
+clusters:
+  - name: c
+    lb: {lb}
+    endpoints: [{{address: "{}"}}, {{address: "{}"}}]
+    health_check: {{ interval: 200ms, timeout: 100ms, unhealthy_threshold: 1, healthy_threshold: 1, tcp: {{}} }}
+"#,
+            x.addr, y.addr
+        )
+    };
+    write_atomic(&path, &text("round_robin"));
+    let proxy = Proxy::start_file(&path).await;
+    let admin = proxy.admin();
+    y.kill();
+    eventually(Duration::from_secs(3), "y unhealthy", || async move {
+        let v: serde_json::Value =
+            serde_json::from_slice(&get(admin, "/clusters").await.body).ok()?;
+        (v["clusters"][0]["endpoints"][1]["healthy"] == false).then_some(())
+    })
+    .await;
+    let mut c = H1::connect(proxy.addr()).await;
+    assert_eq!(c.get("/").await.text(), "x");
+    // The cluster's own settings change: before, every endpoint started over (healthy, no
+    // pooled connection); now the endpoints carry over.
+    write_atomic(&path, &text("least_request"));
+    let (status, summary) = proxy.reload().await;
+    assert_eq!(status, 200, "{summary}");
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(summary["clusters"]["changed"], serde_json::json!(["c"]));
+    let v: serde_json::Value = serde_json::from_slice(&get(admin, "/clusters").await.body).unwrap();
+    assert_eq!(
+        v["clusters"][0]["endpoints"][1]["healthy"], false,
+        "health kept"
+    );
+    for _ in 0..20 {
+        let r = c.get("/").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "x"));
+    }
+}
