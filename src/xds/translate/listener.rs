@@ -78,24 +78,9 @@ pub fn translate(mut l: Listener) -> Result<ListenerDraft, Rejected> {
         out.routes = routes;
         rds = name;
     } else if any.type_url == TCP_PROXY_URL {
-        let mut tcp: TcpProxy = unpack(&any, TCP_PROXY_URL, &fw)?;
+        let tcp: TcpProxy = unpack(&any, TCP_PROXY_URL, &fw)?;
         out.protocol = ListenerProtocol::Tcp;
-        match tcp.cluster_specifier.take() {
-            Some(ClusterSpecifier::Cluster(c)) => out.cluster = Some(c),
-            _ => {
-                return reject(format!(
-                    "{fw}.tcp_proxy: cluster is required (weighted_clusters is not supported)"
-                ))
-            }
-        }
-        ignored(
-            &fw,
-            &[(
-                "stat_prefix",
-                !std::mem::take(&mut tcp.stat_prefix).is_empty(),
-            )],
-        );
-        no_leftovers(&format!("{fw}.tcp_proxy"), &tcp, fields::TCP_PROXY)?;
+        out.cluster = Some(tcp_cluster(tcp, &fw)?);
     } else {
         return reject(format!(
             "{fw}: filter {:?} is not supported (http_connection_manager or tcp_proxy)",
@@ -110,15 +95,7 @@ pub fn translate(mut l: Listener) -> Result<ListenerDraft, Rejected> {
         ],
     );
     no_leftovers(&cw, &chain, fields::FILTER_CHAIN)?;
-    // tls_inspector and http_inspector only feed filter_chain_match, which is not supported.
-    for lf in std::mem::take(&mut l.listener_filters) {
-        if !lf.name.contains("tls_inspector") && !lf.name.contains("http_inspector") {
-            return reject(format!(
-                "{what}.listener_filters: {:?} is not supported",
-                lf.name
-            ));
-        }
-    }
+    listener_filters(std::mem::take(&mut l.listener_filters), &what)?;
     ignored(
         &what,
         &[
@@ -135,6 +112,41 @@ pub fn translate(mut l: Listener) -> Result<ListenerDraft, Rejected> {
     );
     no_leftovers(&what, &l, fields::LISTENER)?;
     Ok(ListenerDraft { config: out, rds })
+}
+
+/// The cluster a TCP proxy filter forwards to.
+fn tcp_cluster(mut tcp: TcpProxy, fw: &str) -> Result<String, Rejected> {
+    let Some(ClusterSpecifier::Cluster(cluster)) = tcp.cluster_specifier.take() else {
+        return reject(format!(
+            "{fw}.tcp_proxy: cluster is required (weighted_clusters is not supported)"
+        ));
+    };
+    ignored(
+        fw,
+        &[(
+            "stat_prefix",
+            !std::mem::take(&mut tcp.stat_prefix).is_empty(),
+        )],
+    );
+    no_leftovers(&format!("{fw}.tcp_proxy"), &tcp, fields::TCP_PROXY)?;
+    Ok(cluster)
+}
+
+/// tls_inspector and http_inspector only feed filter_chain_match, which is not supported, so
+/// they change nothing; any other listener filter would.
+fn listener_filters(
+    filters: Vec<envoy_types::pb::envoy::config::listener::v3::ListenerFilter>,
+    what: &str,
+) -> Result<(), Rejected> {
+    for lf in filters {
+        if !lf.name.contains("tls_inspector") && !lf.name.contains("http_inspector") {
+            return reject(format!(
+                "{what}.listener_filters: {:?} is not supported",
+                lf.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn http(
