@@ -71,6 +71,9 @@ pub enum StartError {
     /// The first config cannot be applied.
     #[error(transparent)]
     Config(#[from] reload::ReloadError),
+    /// `xds.tls` names a certificate, key or CA that cannot be loaded.
+    #[error(transparent)]
+    XdsTls(#[from] tls::TlsError),
     /// The admin address cannot be bound.
     #[error("admin.address: cannot bind {address}: {source}")]
     AdminBind {
@@ -115,9 +118,10 @@ impl Server {
         // The first config goes through the reload path: warmed, built, bound, its discovered
         // clusters' first answers awaited, then published.
         let xds = loaded.config.xds.clone();
+        let base = loaded.base_dir.clone();
         reloader.apply(loaded).await?;
         if let Some(x) = xds {
-            xds::spawn(runtime.clone(), reloader.clone(), x);
+            xds::spawn(runtime.clone(), reloader.clone(), x, &base)?;
         }
         tokio::spawn(admin::run(admin_socket, runtime.clone(), reloader.clone()));
         tracing::info!(address = %admin_addr, "admin listening");

@@ -231,6 +231,11 @@ fn deep_problems(l: &outrigger::config::LoadedConfig) -> Vec<String> {
             problems.push(e.to_string());
         }
     }
+    if let Some(x) = &l.config.xds {
+        if let Err(e) = outrigger::xds::check_tls(x, &l.base_dir) {
+            problems.push(e);
+        }
+    }
     for (i, c) in l.config.clusters.iter().enumerate() {
         if let Err(e) = outrigger::cluster::ClusterInputs::gather_blocking(i, c, &l.base_dir) {
             problems.push(e.to_string());

@@ -7,6 +7,7 @@
 //! holds. Types are requested in Envoy's order: clusters, then (once they are in) listeners;
 //! endpoints and routes by the names the clusters and listeners use.
 
+mod connect;
 mod state;
 pub mod translate;
 
@@ -29,8 +30,15 @@ use tokio::task::JoinHandle;
 use translate::Rejected;
 
 /// Starts the client; readiness is held until the first full config is in (or the initial
-/// fetch timeout passes).
-pub fn spawn(runtime: Arc<Runtime>, reloader: Arc<Reloader>, cfg: XdsConfig) {
+/// fetch timeout passes). Fails only when `xds.tls` names files that cannot be loaded
+/// (relative to `base`, the config file's folder).
+pub fn spawn(
+    runtime: Arc<Runtime>,
+    reloader: Arc<Reloader>,
+    cfg: XdsConfig,
+    base: &std::path::Path,
+) -> Result<(), crate::tls::TlsError> {
+    let transport = connect::Transport::new(cfg.tls.as_ref(), base)?;
     runtime.set_xds_pending(true);
     runtime
         .eds
@@ -54,6 +62,7 @@ pub fn spawn(runtime: Arc<Runtime>, reloader: Arc<Reloader>, cfg: XdsConfig) {
             .map(|t| (t, TypeState::default()))
             .collect(),
         cfg,
+        transport,
         runtime,
         reloader,
         resources: Resources::default(),
@@ -62,6 +71,14 @@ pub fn spawn(runtime: Arc<Runtime>, reloader: Arc<Reloader>, cfg: XdsConfig) {
         deferred: HashMap::new(),
     };
     tokio::spawn(async move { client.run().await });
+    Ok(())
+}
+
+/// Loads `xds.tls`'s files as the client would (for `validate --deep`).
+pub fn check_tls(cfg: &XdsConfig, base: &std::path::Path) -> Result<(), String> {
+    connect::Transport::new(cfg.tls.as_ref(), base)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// An apply in flight, and what to commit and answer when it ends.
@@ -79,6 +96,7 @@ struct Pending {
 
 struct Client {
     cfg: XdsConfig,
+    transport: connect::Transport,
     runtime: Arc<Runtime>,
     reloader: Arc<Reloader>,
     types: HashMap<XdsResourceType, TypeState>,
@@ -137,7 +155,7 @@ impl Client {
 
     /// One stream, until it fails. Returns whether any response arrived on it.
     async fn session(&mut self, server: &str) -> bool {
-        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{server}")) {
+        let endpoint = match tonic::transport::Endpoint::from_shared(self.transport.uri(server)) {
             Ok(e) => e
                 .connect_timeout(self.cfg.connect_timeout.get())
                 .tcp_nodelay(true)
@@ -149,7 +167,10 @@ impl Client {
                 return false;
             }
         };
-        let channel = match endpoint.connect().await {
+        let channel = match endpoint
+            .connect_with_connector(self.transport.connector())
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(server, error = %e, "xDS: cannot connect");

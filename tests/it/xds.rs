@@ -377,3 +377,80 @@ async fn a_thousand_clusters_of_ten_endpoints_apply_at_once() {
     assert_eq!(get(proxy.listener("ingress"), "/").await.text(), "a");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_ads_stream_runs_over_mutual_tls_and_a_proxy_without_the_client_certificate_gets_nothing(
+) {
+    use crate::support::tls::{mutual_acceptor, Ca};
+    let a = Upstream::start("a", Behavior::Name).await;
+    let ca = Ca::new("control plane ca");
+    let server_cert = ca.issue(&["xds.test"], None);
+    let client_cert = ca.issue(&["sidecar-0"], Some("spiffe://test/ns/default/sa/sidecar"));
+    let dir = crate::support::temp_dir("xds-tls");
+    for (name, text) in [
+        ("ca.pem", &ca.pem),
+        ("client.pem", &client_cert.pem),
+        ("client.key", &client_cert.key_pem),
+    ] {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let cp = ControlPlane::new();
+    let server = cp
+        .serve_tls(
+            "127.0.0.1:0".parse().unwrap(),
+            mutual_acceptor(&server_cert, &ca, &["h2"]),
+        )
+        .await;
+    push_all(&cp, "1", &[a.addr]);
+    let d = dir.display();
+    let tls = format!(
+        "  tls: {{ ca: \"{d}/ca.pem\", cert: \"{d}/client.pem\", key: \"{d}/client.key\", sni: xds.test }}\n"
+    );
+    let proxy = Proxy::start(&(bootstrap(server.addr) + &tls)).await;
+    until_ready(&proxy).await;
+    assert_eq!(get(proxy.listener("ingress"), "/").await.text(), "a");
+    assert!(acked(&cp, LISTENER, "1"));
+
+    // The same server, a proxy that trusts it but shows no client certificate: the handshake
+    // fails, nothing is subscribed, and the proxy stays unready while it retries.
+    let streams = cp.streams();
+    let no_cert = format!("  tls: {{ ca: \"{d}/ca.pem\", sni: xds.test }}\n");
+    let refused = Proxy::start(&(bootstrap(server.addr) + &no_cert)).await;
+    eventually(
+        Duration::from_secs(10),
+        "two handshakes refused (a retry)",
+        || async { (cp.tls_refused() >= 2).then_some(()) },
+    )
+    .await;
+    let m = refused.metrics().await;
+    assert_eq!(metric(&m, "outrigger_xds_connected"), Some(0.0));
+    assert_eq!(ready(&refused).await, 503);
+    assert_eq!(
+        cp.streams(),
+        streams,
+        "no stream without a client certificate"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_xds_certificate_stops_the_start_naming_the_key() {
+    let loaded = outrigger::config::LoadedConfig {
+        config: outrigger::config::parse(
+            &(bootstrap("127.0.0.1:1".parse().unwrap()) + "  tls: { ca: /nonexistent/ca.pem }\n"),
+            "test.yaml",
+            &|_| None,
+        )
+        .unwrap(),
+        source: "test.yaml".into(),
+        base_dir: ".".into(),
+    };
+    let err = match outrigger::Server::start(loaded).await {
+        Ok(_) => panic!("started with a CA file that does not exist"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.starts_with("xds.tls.ca: cannot read /nonexistent/ca.pem"),
+        "{err}"
+    );
+}

@@ -32,6 +32,10 @@ pub struct XdsConfig {
     /// Largest response accepted, in KiB (a bound on what one push may allocate).
     #[serde(default = "default_max_message_kb")]
     pub max_message_kb: usize,
+    /// TLS to the management server (`ca`, `cert` + `key` for mutual TLS, `sni`); plaintext
+    /// when absent. Without `ca`, the server is verified against the webpki roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::cluster::ClusterTlsConfig>,
 }
 
 /// One address or several.

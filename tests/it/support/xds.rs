@@ -39,6 +39,8 @@ struct Shared {
     resources: HashMap<String, (String, Vec<(String, Any)>)>,
     answers: Vec<Answer>,
     streams: usize,
+    /// TLS handshakes `serve_tls` refused.
+    tls_refused: usize,
 }
 
 #[derive(Clone)]
@@ -99,6 +101,54 @@ impl ControlPlane {
         Running { addr, stop, done }
     }
 
+    /// Serves on `addr` over TLS: `acceptor` (which may demand a client certificate) runs each
+    /// handshake; connections that fail it are dropped before gRPC sees them.
+    pub async fn serve_tls(
+        &self,
+        addr: SocketAddr,
+        acceptor: tokio_rustls::TlsAcceptor,
+    ) -> Running {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind xds");
+        let addr = listener.local_addr().expect("addr");
+        let stop = tokio_util::sync::CancellationToken::new();
+        *self.streams_stop.lock().unwrap() = stop.clone();
+        let svc = AggregatedDiscoveryServiceServer::new(self.clone());
+        let (conns, incoming) = mpsc::channel::<Result<TlsIo, std::io::Error>>(16);
+        let accepting = stop.clone();
+        let cp = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = tokio::select! {
+                    r = listener.accept() => match r { Ok(c) => c, Err(_) => return },
+                    _ = accepting.cancelled() => return,
+                };
+                let (acceptor, conns, cp) = (acceptor.clone(), conns.clone(), cp.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(
+                        std::time::Duration::from_secs(5),
+                        acceptor.accept(tcp),
+                    )
+                    .await
+                    {
+                        Ok(Ok(tls)) => drop(conns.send(Ok(TlsIo(tls))).await),
+                        _ => cp.lock().tls_refused += 1,
+                    }
+                });
+            }
+        });
+        let token = stop.clone();
+        let done = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::ReceiverStream::new(incoming),
+                    token.cancelled_owned(),
+                )
+                .await;
+        });
+        Running { addr, stop, done }
+    }
+
     /// Sets all resources of a type at a version, and pushes them.
     pub fn set<M: Message>(&self, type_url: &str, version: &str, resources: Vec<(String, M)>) {
         let any = resources
@@ -123,12 +173,56 @@ impl ControlPlane {
         self.lock().answers.clone()
     }
 
+    pub fn tls_refused(&self) -> usize {
+        self.lock().tls_refused
+    }
+
     pub fn streams(&self) -> usize {
         self.lock().streams
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A TLS connection handed to tonic (which needs to know what it may about the peer).
+pub struct TlsIo(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+
+impl tonic::transport::server::Connected for TlsIo {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
+impl tokio::io::AsyncRead for TlsIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 
