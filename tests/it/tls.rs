@@ -222,7 +222,7 @@ async fn mtls_verifies_clients_and_passes_their_identity_upstream() {
 
 /// A TLS upstream offering `alpn`, speaking HTTP/1.1 or HTTP/2 as negotiated, answering every
 /// request with `reply(version)`.
-async fn tls_upstream(
+pub(crate) async fn tls_upstream(
     cert: &tls::Cert,
     alpn: &[&str],
     reply: fn(http::Version) -> String,

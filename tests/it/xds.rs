@@ -454,3 +454,112 @@ async fn a_missing_xds_certificate_stops_the_start_naming_the_key() {
         "{err}"
     );
 }
+
+/// A CDS cluster whose transport socket is Envoy's UpstreamTlsContext (files).
+fn tls_cluster(
+    name: &str,
+    ca: envoy_types::pb::envoy::config::core::v3::DataSource,
+) -> (String, envoy_types::pb::envoy::config::cluster::v3::Cluster) {
+    use envoy_types::pb::envoy::config::core::v3::{transport_socket::ConfigType, TransportSocket};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::ValidationContextType, CertificateValidationContext, CommonTlsContext,
+        UpstreamTlsContext,
+    };
+    use prost::Message;
+    let ctx = UpstreamTlsContext {
+        sni: "api.internal".into(),
+        common_tls_context: Some(CommonTlsContext {
+            validation_context_type: Some(ValidationContextType::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(ca),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let (n, mut c) = build::eds_cluster(name);
+    c.transport_socket = Some(TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(ConfigType::TypedConfig(envoy_types::pb::google::protobuf::Any {
+            type_url: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext".into(),
+            value: ctx.encode_to_vec(),
+        })),
+    });
+    (n, c)
+}
+
+#[tokio::test]
+async fn a_cds_transport_socket_originates_tls_and_inline_secrets_are_nacked() {
+    use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
+    let ca = crate::support::tls::Ca::new("upstream CA");
+    let dir = crate::support::temp_dir("xds-upstream-tls");
+    std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
+    let up = crate::tls::tls_upstream(&ca.issue(&["api.internal"], None), &[], |_| "tls-up".into())
+        .await;
+    let cp = ControlPlane::new();
+    let server = cp.serve("127.0.0.1:0".parse().unwrap()).await;
+    push_all(&cp, "1", &[up]);
+    let file = |p: &std::path::Path| DataSource {
+        specifier: Some(Specifier::Filename(p.display().to_string())),
+        ..Default::default()
+    };
+    // Set before the proxy subscribes: version 1 is the TLS cluster from the start.
+    cp.set(
+        CLUSTER,
+        "1",
+        vec![tls_cluster("web", file(&dir.join("ca.pem")))],
+    );
+    let proxy = Proxy::start(&bootstrap(server.addr)).await;
+    until_ready(&proxy).await;
+    let addr = proxy.listener("ingress");
+    let r = get(addr, "/").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "tls-up"));
+
+    // A CA inline in the resource: NACKed by field, version 1 keeps serving over TLS.
+    let inline = DataSource {
+        specifier: Some(Specifier::InlineString(ca.pem.clone())),
+        ..Default::default()
+    };
+    cp.set(CLUSTER, "2", vec![tls_cluster("web", inline)]);
+    let nack = eventually(
+        Duration::from_secs(10),
+        "a NACK for clusters v2",
+        || async {
+            cp.answers()
+                .into_iter()
+                .find(|x| x.type_url == CLUSTER && x.error.is_some())
+        },
+    )
+    .await;
+    let error = nack.error.unwrap_or_default();
+    assert!(
+        error.contains("transport_socket.tls.common_tls_context.validation_context.trusted_ca")
+            && error.contains("inline"),
+        "{error}"
+    );
+    assert_eq!(get(addr, "/").await.text(), "tls-up");
+    // A CA file that does not exist fails the apply: NACKed too, naming the file.
+    cp.set(
+        CLUSTER,
+        "3",
+        vec![tls_cluster("web", file(&dir.join("missing.pem")))],
+    );
+    let nack = eventually(
+        Duration::from_secs(10),
+        "a NACK for clusters v3",
+        || async {
+            cp.answers().into_iter().find(|x| {
+                x.type_url == CLUSTER
+                    && x.error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("missing.pem"))
+            })
+        },
+    )
+    .await;
+    assert_eq!(nack.version, "1");
+    assert_eq!(get(addr, "/").await.text(), "tls-up");
+    server.stop().await;
+}

@@ -88,6 +88,9 @@ pub fn translate(mut c: Cluster) -> Result<ClusterConfig, Rejected> {
     if let Some(h) = checks.into_iter().next() {
         out.health_check = Some(health_check(h, &what)?);
     }
+    if let Some(ts) = c.transport_socket.take() {
+        out.tls = super::tls::upstream(ts, &what)?;
+    }
     #[allow(deprecated)]
     if c.http2_protocol_options.take().is_some() {
         out.protocol = UpstreamProtocol::Http2;

@@ -461,3 +461,69 @@ pub const HEADER_MATCHER: &[(u32, &str)] = &[
     (12, "header_match_specifier"),
     (13, "header_match_specifier"),
 ];
+
+/// `UpstreamTlsContext`.
+pub const UPSTREAM_TLS_CONTEXT: &[(u32, &str)] = &[
+    (1, "common_tls_context"),
+    (2, "sni"),
+    (6, "auto_host_sni"),
+    (7, "auto_sni_san_validation"),
+    (3, "allow_renegotiation"),
+    (4, "max_session_keys"),
+    (5, "enforce_rsa_key_usage"),
+];
+
+/// `CommonTlsContext`.
+pub const COMMON_TLS_CONTEXT: &[(u32, &str)] = &[
+    (1, "tls_params"),
+    (2, "tls_certificates"),
+    (6, "tls_certificate_sds_secret_configs"),
+    (14, "tls_certificate_provider_instance"),
+    (16, "custom_tls_certificate_selector"),
+    (9, "tls_certificate_certificate_provider"),
+    (11, "tls_certificate_certificate_provider_instance"),
+    (4, "alpn_protocols"),
+    (13, "custom_handshaker"),
+    (15, "key_log"),
+    (3, "validation_context"),
+    (7, "validation_context_sds_secret_config"),
+    (8, "combined_validation_context"),
+    (10, "validation_context_certificate_provider"),
+    (12, "validation_context_certificate_provider_instance"),
+];
+
+/// `CertificateValidationContext`.
+pub const CERTIFICATE_VALIDATION_CONTEXT: &[(u32, &str)] = &[
+    (1, "trusted_ca"),
+    (13, "ca_certificate_provider_instance"),
+    (17, "system_root_certs"),
+    (11, "watched_directory"),
+    (3, "verify_certificate_spki"),
+    (2, "verify_certificate_hash"),
+    (15, "match_typed_subject_alt_names"),
+    (9, "match_subject_alt_names"),
+    (6, "require_signed_certificate_timestamp"),
+    (7, "crl"),
+    (8, "allow_expired_certificate"),
+    (10, "trust_chain_verification"),
+    (12, "custom_validator_config"),
+    (14, "only_verify_leaf_cert_crl"),
+    (16, "max_verify_depth"),
+    (18, "suppress_client_ca_list"),
+];
+
+/// `TlsCertificate`.
+pub const TLS_CERTIFICATE: &[(u32, &str)] = &[
+    (1, "certificate_chain"),
+    (2, "private_key"),
+    (8, "pkcs12"),
+    (7, "watched_directory"),
+    (6, "private_key_provider"),
+    (3, "password"),
+    (4, "ocsp_staple"),
+    (5, "signed_certificate_timestamp"),
+    (9, "tls_params"),
+];
+
+/// `TransportSocket`.
+pub const TRANSPORT_SOCKET: &[(u32, &str)] = &[(1, "name"), (3, "typed_config")];

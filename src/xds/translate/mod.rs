@@ -9,6 +9,7 @@ pub mod endpoint;
 mod fields;
 pub mod listener;
 pub mod route;
+mod tls;
 
 use crate::config::ConfigDuration;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
