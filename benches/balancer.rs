@@ -20,6 +20,7 @@ fn cluster(n: usize, lb: LbPolicy, metrics: &Metrics) -> Arc<Cluster> {
         .map(|i| EndpointConfig {
             address: format!("10.{}.{}.{}:8080", (i >> 16) & 255, (i >> 8) & 255, i & 255),
             weight: 1 + (i % 3) as u32,
+            priority: 0,
         })
         .collect();
     Arc::new(Cluster::build(0, &cfg, metrics).expect("bench cluster builds"))

@@ -373,8 +373,12 @@ struct EndpointView {
     /// Ejected by outlier detection: seconds until it returns.
     ejected_for_seconds: Option<f64>,
     ejections: u32,
-    /// In the set picks choose from.
+    /// In the set picks choose from (at any priority level with a share of traffic).
     routable: bool,
+    /// Priority level (0 first).
+    priority: u32,
+    /// Held out of rotation by the control plane (EDS health status).
+    held_out: bool,
     weight: u32,
     /// Configured weight × slow-start ramp; 0 when out of rotation.
     effective_weight: f64,
@@ -409,7 +413,9 @@ fn clusters_json(runtime: &Runtime) -> String {
                             .ejected_until()
                             .map(|t| t.saturating_sub(now) as f64 / 1e9),
                         ejections: e.ejections(),
-                        routable: set.routable.iter().any(|r| std::sync::Arc::ptr_eq(r, e)),
+                        routable: set.is_routable(e),
+                        priority: e.priority(),
+                        held_out: e.is_held_out(),
                         weight: e.weight(),
                         effective_weight: e.effective_weight(),
                         in_flight: e.in_flight(),

@@ -221,3 +221,81 @@ fn panic_mode_balances_over_all_when_too_few_are_healthy() {
     assert!(s.panic, "1 of 4 healthy is under 50%");
     assert_eq!(s.routable.len(), 4);
 }
+
+/// 10 endpoints at priority 0 (127.0.0.1-10) and 2 at priority 1 (127.0.0.11-12).
+fn two_levels(extra: &str) -> Cluster {
+    let c = cluster("round_robin", &[1; 12], extra);
+    for e in &c.endpoints().all[10..] {
+        e.set_priority(1);
+    }
+    c.republish();
+    c
+}
+
+#[test]
+fn a_healthy_first_priority_level_takes_all_traffic() {
+    let c = two_levels("");
+    let s = c.endpoints();
+    assert_eq!((s.routable.len(), s.share, s.spill.len()), (10, 10_000, 0));
+    assert!(picks(&c, 1000).iter().all(|i| *i < 10));
+    // 8 of 10 healthy is still 112% with the overprovisioning factor: no spill.
+    for e in &s.all[..2] {
+        e.set_healthy(false);
+    }
+    let s = c.republish();
+    assert_eq!((s.routable.len(), s.share, s.spill.len()), (8, 10_000, 0));
+}
+
+#[test]
+fn a_degraded_priority_level_spills_its_missing_share_to_the_next() {
+    let c = two_levels("");
+    let all = c.endpoints().all.clone();
+    for e in &all[..4] {
+        e.set_healthy(false);
+    }
+    // 6 of 10: 60% × 1.4 = 84% stays, 16% goes to priority 1.
+    let s = c.republish();
+    assert_eq!((s.routable.len(), s.share), (6, 8_400));
+    assert_eq!(
+        (s.spill.len(), s.spill[0].routable.len(), s.spill[0].upto),
+        (1, 2, 10_000)
+    );
+    let got = picks(&c, 20_000);
+    let second = got.iter().filter(|i| **i >= 10).count();
+    assert!(
+        (2_800..=3_600).contains(&second),
+        "{second} of 20000 to priority 1"
+    );
+    assert!(
+        got.iter().all(|i| *i >= 4),
+        "unhealthy endpoints get nothing"
+    );
+    // A request with an affinity hash stays on one level.
+    let ctx = PickContext {
+        hash: Some(9_000),
+        avoid: None,
+    };
+    for _ in 0..10 {
+        let ip = c.pick(&ctx).unwrap().address.ip().to_string();
+        assert!(ip.ends_with(".11") || ip.ends_with(".12"), "{ip}");
+    }
+}
+
+#[test]
+fn a_level_with_nothing_routable_passes_everything_on() {
+    let c = two_levels("panic_threshold: 0\n");
+    let all = c.endpoints().all.clone();
+    for e in &all[..10] {
+        e.set_healthy(false);
+    }
+    let s = c.republish();
+    assert_eq!((s.routable.len(), s.share, s.spill.len()), (2, 10_000, 0));
+    assert!(picks(&c, 100).iter().all(|i| *i >= 10));
+    // Both levels degraded (1 of 10, 1 of 2): shares are scaled up to fill 100%:
+    // 14% and 70% of 84% are 1666 and 8333 of 10000.
+    all[0].set_healthy(true);
+    all[11].set_healthy(false);
+    let s = c.republish();
+    assert_eq!((s.routable.len(), s.share), (1, 1_666));
+    assert_eq!(s.spill[0].upto, 10_000);
+}

@@ -153,13 +153,9 @@ impl Cluster {
             .iter()
             .zip(addresses)
             .map(|(e, address)| {
-                Arc::new(new_endpoint(
-                    cfg,
-                    &families,
-                    address,
-                    e.address.clone(),
-                    e.weight,
-                ))
+                let ep = new_endpoint(cfg, &families, address, e.address.clone(), e.weight);
+                ep.set_priority(e.priority);
+                Arc::new(ep)
             })
             .collect();
         let balancer = balancer::new(cfg);
@@ -232,7 +228,8 @@ impl Cluster {
     /// Picks a routable endpoint; `None` when there is none.
     pub fn pick(&self, ctx: &PickContext<'_>) -> Option<Arc<Endpoint>> {
         let set = self.endpoints.load();
-        self.balancer.pick(&set.routable, &set.table, ctx).cloned()
+        let (routable, table) = set.level(ctx.hash);
+        self.balancer.pick(routable, table, ctx).cloned()
     }
 
     /// The instant of a cluster-clock timestamp.
@@ -300,6 +297,7 @@ impl Cluster {
             match old.remove(&t.address) {
                 Some(e) => {
                     e.set_weight(t.weight);
+                    e.take_placement(t);
                     all.push(e.clone());
                 }
                 None => {
@@ -383,6 +381,8 @@ impl Cluster {
                         host: e.host.clone(),
                         zone: e.zone.clone(),
                         metadata: e.metadata.clone(),
+                        priority: e.priority(),
+                        held_out: e.is_held_out(),
                     },
                     e.is_healthy(),
                 )
@@ -416,6 +416,7 @@ impl Cluster {
             match kept {
                 Some(o) => {
                     o.set_weight(e.weight());
+                    o.set_priority(e.priority());
                     all.push(o.clone());
                 }
                 None => all.push(e.clone()),

@@ -1,6 +1,7 @@
-//! File discovery: a YAML or JSON list of endpoints (`address`, `weight`, optional `zone` and
-//! `metadata`) that an external agent writes, watched on disk (its folder, so atomic renames
-//! and Kubernetes ConfigMap symlink swaps are seen) and re-read every refresh as a fallback.
+//! File discovery: a YAML or JSON list of endpoints (`address`, `weight`, optional `zone`,
+//! `metadata` and `priority`) that an external agent writes, watched on disk (its folder, so
+//! atomic renames and Kubernetes ConfigMap symlink swaps are seen) and re-read every refresh
+//! as a fallback.
 
 use super::{DiscoveryError, Target};
 use serde::Deserialize;
@@ -19,6 +20,8 @@ struct FileEndpoint {
     zone: Option<String>,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    priority: u32,
 }
 
 fn one() -> u32 {
@@ -55,6 +58,9 @@ impl FileSource {
             if e.weight == 0 {
                 return Err(self.error(format!("[{i}].weight: must be at least 1")));
             }
+            if e.priority > crate::config::MAX_PRIORITY {
+                return Err(self.error(format!("[{i}].priority: must be at most 127")));
+            }
             let addresses: Vec<SocketAddr> = match e.address.parse::<SocketAddr>() {
                 Ok(a) => vec![a],
                 Err(_) => crate::resolve::lookup(host, port)
@@ -65,6 +71,7 @@ impl FileSource {
                 let mut t = Target::new(address, e.weight, host.to_owned());
                 t.zone = e.zone.clone();
                 t.metadata = e.metadata.clone();
+                t.priority = e.priority;
                 targets.push(t);
             }
         }

@@ -39,6 +39,11 @@ pub struct Endpoint {
     weight: AtomicU32,
     /// Result of active health checking (always true without it).
     healthy: AtomicBool,
+    /// Priority level (0 first); discovery may change it in place.
+    priority: AtomicU32,
+    /// Out of rotation by the control plane's word (EDS health status), apart from active
+    /// health checking, which cannot bring it back.
+    held_out: AtomicBool,
     /// Cluster-clock ns until which outlier detection keeps it out; 0 when not ejected.
     ejected_until: AtomicU64,
     ejections: AtomicU32,
@@ -78,6 +83,8 @@ impl Endpoint {
             metadata: Default::default(),
             weight: AtomicU32::new(weight),
             healthy: AtomicBool::new(true),
+            priority: AtomicU32::new(0),
+            held_out: AtomicBool::new(false),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             streak: AtomicU32::new(0),
@@ -122,7 +129,29 @@ impl Endpoint {
         self.host = target.host.clone();
         self.zone = target.zone.clone();
         self.metadata = target.metadata.clone();
+        self.take_placement(target);
         self
+    }
+
+    /// Takes a rediscovered priority and health status; the caller republishes.
+    pub(crate) fn take_placement(&self, target: &Target) {
+        self.set_priority(target.priority);
+        self.held_out.store(target.held_out, Ordering::Relaxed);
+    }
+
+    /// The priority level (0 takes traffic first).
+    pub fn priority(&self) -> u32 {
+        self.priority.load(Ordering::Relaxed)
+    }
+
+    /// Sets the priority level; the caller republishes.
+    pub(crate) fn set_priority(&self, priority: u32) {
+        self.priority.store(priority, Ordering::Relaxed);
+    }
+
+    /// Held out of rotation by the control plane.
+    pub fn is_held_out(&self) -> bool {
+        self.held_out.load(Ordering::Relaxed)
     }
 
     /// `host:port`, what an HTTP health check sends as Host.

@@ -12,6 +12,11 @@ pub struct Target {
     pub host: String,
     pub zone: Option<String>,
     pub metadata: BTreeMap<String, String>,
+    /// Priority level: 0 takes traffic first (EDS `priority`).
+    pub priority: u32,
+    /// The control plane holds it out of rotation (EDS UNHEALTHY, DRAINING, TIMEOUT): no new
+    /// requests, but it still counts in its priority level's size.
+    pub held_out: bool,
 }
 
 impl Target {
@@ -22,6 +27,8 @@ impl Target {
             host,
             zone: None,
             metadata: BTreeMap::new(),
+            priority: 0,
+            held_out: false,
         }
     }
 }

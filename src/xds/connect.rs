@@ -1,14 +1,18 @@
 //! The transport under the ADS channel: the server's name resolved through our own resolver
 //! (tonic's default connector uses getaddrinfo, which the static image cannot), each address
-//! tried in turn, and TLS (optionally mutual) with rustls when `xds.tls` is set.
+//! tried in turn, and TLS (optionally mutual) with rustls when `xds.tls` is set; how the proxy
+//! names itself (`node`) and how long it waits before trying again.
 
-use crate::config::{ClusterTlsConfig, UpstreamProtocol};
+use crate::config::{ClusterTlsConfig, UpstreamProtocol, XdsConfig};
 use crate::tls::client::{Alpn, TlsClient};
 use crate::tls::TlsError;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use hyper_util::rt::TokioIo;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -88,4 +92,39 @@ impl Transport {
         let stream = tls.connector(Alpn::Http2).connect(name, tcp).await?;
         Ok(Box::pin(stream))
     }
+}
+
+/// How this proxy introduces itself in every request.
+pub(super) fn node(cfg: &XdsConfig) -> Node {
+    let fields = cfg
+        .node
+        .metadata
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                Value {
+                    kind: Some(Kind::StringValue(v.clone())),
+                },
+            )
+        })
+        .collect();
+    Node {
+        id: cfg.node.id.clone(),
+        cluster: cfg.node.cluster.clone(),
+        metadata: Some(Struct { fields }),
+        user_agent_name: "outrigger".into(),
+        ..Default::default()
+    }
+}
+
+/// Full jitter over an exponential ceiling: uniform in [0, min(max, base × 2^(n-1))].
+pub(super) fn backoff(cfg: &XdsConfig, failures: u32) -> Duration {
+    let base = cfg.backoff_base.get();
+    let ceiling = base
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+        .min(cfg.backoff_max.get());
+    ceiling
+        .mul_f64(fastrand::f64())
+        .max(Duration::from_millis(10))
 }

@@ -14,12 +14,10 @@ pub mod translate;
 use crate::config::{XdsConfig, XdsResourceType};
 use crate::reload::{ReloadError, ReloadSummary, Reloader};
 use crate::runtime::Runtime;
-use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     aggregated_discovery_service_client::AggregatedDiscoveryServiceClient, DiscoveryRequest,
     DiscoveryResponse,
 };
-use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use envoy_types::pb::google::rpc::Status;
 use state::{kind_of, label, type_url, Resources, TypeState, ORDER};
 use std::collections::{HashMap, VecDeque};
@@ -144,7 +142,7 @@ impl Client {
             } else {
                 failures.saturating_add(1)
             };
-            let delay = backoff(&self.cfg, failures);
+            let delay = connect::backoff(&self.cfg, failures);
             tracing::warn!(server = %server, retry_in_ms = delay.as_millis() as u64, "xDS: stream ended; the last accepted config keeps serving");
             tokio::select! {
                 _ = &mut shutdown => return,
@@ -449,7 +447,7 @@ impl Client {
         }
         let req = DiscoveryRequest {
             version_info: st.version.clone(),
-            node: Some(node(&self.cfg)),
+            node: Some(connect::node(&self.cfg)),
             resource_names: st.names.clone(),
             type_url: type_url(kind).to_owned(),
             response_nonce: nonce.to_owned(),
@@ -481,7 +479,7 @@ impl Client {
         st.requested = true;
         let req = DiscoveryRequest {
             version_info: st.version.clone(),
-            node: Some(node(&self.cfg)),
+            node: Some(connect::node(&self.cfg)),
             resource_names: st.names.clone(),
             type_url: type_url(kind).to_owned(),
             response_nonce: st.nonce.clone(),
@@ -573,38 +571,4 @@ fn translate_all(
         XdsResourceType::Endpoints => {}
     }
     Ok(())
-}
-
-fn node(cfg: &XdsConfig) -> Node {
-    let fields = cfg
-        .node
-        .metadata
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                Value {
-                    kind: Some(Kind::StringValue(v.clone())),
-                },
-            )
-        })
-        .collect();
-    Node {
-        id: cfg.node.id.clone(),
-        cluster: cfg.node.cluster.clone(),
-        metadata: Some(Struct { fields }),
-        user_agent_name: "outrigger".into(),
-        ..Default::default()
-    }
-}
-
-/// Full jitter over an exponential ceiling: uniform in [0, min(max, base × 2^(n-1))].
-fn backoff(cfg: &XdsConfig, failures: u32) -> Duration {
-    let base = cfg.backoff_base.get();
-    let ceiling = base
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
-        .min(cfg.backoff_max.get());
-    ceiling
-        .mul_f64(fastrand::f64())
-        .max(Duration::from_millis(10))
 }

@@ -211,3 +211,29 @@ async fn panic_mode_balances_over_all_endpoints_when_too_few_are_healthy() {
     let seen = crate::policies::load(proxy.addr(), 1, 30, None).await;
     assert_eq!((seen["a"], seen["b"], seen["c"]), (10, 10, 10));
 }
+
+#[tokio::test]
+async fn a_backup_priority_takes_over_when_the_first_level_fails_its_checks() {
+    let a = Upstream::start("a", Behavior::Name).await;
+    let b = Upstream::start("b", Behavior::Name).await;
+    let yaml = format!(
+        "admin: {{ address: \"127.0.0.1:0\" }}\nlisteners:\n  - name: ingress\n    address: 127.0.0.1:0\n    routes: [{{ match: {{ path_prefix: / }}, cluster: c }}]\nclusters:\n  - name: c\n    endpoints: [{{ address: \"{}\" }}, {{ address: \"{}\", priority: 1 }}]\n    health_check: {{ interval: 100ms, timeout: 100ms, unhealthy_threshold: 1, healthy_threshold: 1, tcp: {{}} }}\n",
+        a.addr, b.addr
+    );
+    let proxy = Proxy::start(&yaml).await;
+    let mut c = H1::connect(proxy.addr()).await;
+    for _ in 0..20 {
+        assert_eq!(c.get("/").await.text(), "a", "priority 1 waits");
+    }
+    assert_eq!(endpoint_state(proxy.admin(), 1).await["priority"], 1);
+    a.kill();
+    eventually(Duration::from_secs(5), "a marked unhealthy", || async {
+        (endpoint_state(proxy.admin(), 0).await["healthy"] == false).then_some(())
+    })
+    .await;
+    for _ in 0..20 {
+        let r = get(proxy.addr(), "/").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "b"));
+    }
+    assert_eq!(b.requests(), 20);
+}

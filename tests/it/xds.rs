@@ -563,3 +563,54 @@ async fn a_cds_transport_socket_originates_tls_and_inline_secrets_are_nacked() {
     assert_eq!(get(addr, "/").await.text(), "tls-up");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn eds_priorities_fail_over_when_the_first_level_is_held_out_and_come_back() {
+    let a = Upstream::start("a", Behavior::Name).await;
+    let b = Upstream::start("b", Behavior::Name).await;
+    let cp = ControlPlane::new();
+    let server = cp.serve("127.0.0.1:0".parse().unwrap()).await;
+    push_all(&cp, "1", &[]);
+    cp.set(
+        ENDPOINT,
+        "1",
+        vec![build::prioritized("web", &[&[(a.addr, 1)], &[(b.addr, 1)]])],
+    );
+    let proxy = Proxy::start(&bootstrap(server.addr)).await;
+    until_ready(&proxy).await;
+    let addr = proxy.listener("ingress");
+    let mut c = H1::connect(addr).await;
+    for _ in 0..20 {
+        assert_eq!(c.get("/").await.text(), "a", "priority 1 is a standby");
+    }
+    // The control plane drains `a`: priority 0 has nothing routable, priority 1 takes all.
+    cp.set(
+        ENDPOINT,
+        "2",
+        vec![build::prioritized("web", &[&[(a.addr, 3)], &[(b.addr, 1)]])],
+    );
+    eventually(
+        Duration::from_secs(10),
+        "traffic fails over to b",
+        || async { (get(addr, "/").await.text() == "b").then_some(()) },
+    )
+    .await;
+    for _ in 0..20 {
+        assert_eq!(get(addr, "/").await.text(), "b");
+    }
+    cp.set(
+        ENDPOINT,
+        "3",
+        vec![build::prioritized("web", &[&[(a.addr, 1)], &[(b.addr, 1)]])],
+    );
+    eventually(Duration::from_secs(10), "traffic returns to a", || async {
+        (get(addr, "/").await.text() == "a").then_some(())
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(get(addr, "/").await.text(), "a");
+    }
+    let clusters = crate::support::get(proxy.admin(), "/clusters").await.text();
+    assert!(clusters.contains("\"priority\": 1"), "{clusters}");
+    server.stop().await;
+}

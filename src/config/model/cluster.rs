@@ -137,6 +137,17 @@ pub struct EndpointConfig {
     /// 1 to 10000; used by every policy but `round_robin`.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Priority level, 0 to 127: level 0 takes the traffic; a higher level takes a share only
+    /// as the levels before it lose healthy endpoints (Envoy's priorities; HAProxy's backup).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: u32,
+}
+
+/// The highest `priority` an endpoint may have.
+pub const MAX_PRIORITY: u32 = 127;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn default_weight() -> u32 {

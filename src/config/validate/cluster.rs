@@ -109,6 +109,9 @@ fn check_endpoints(c: &mut Checker, p: &str, cl: &ClusterConfig) {
         } else if e.weight > 10_000 {
             c.push(format!("{ep}.weight"), "must be at most 10000");
         }
+        if e.priority > crate::config::MAX_PRIORITY {
+            c.push(format!("{ep}.priority"), "must be at most 127");
+        }
     }
 }
 

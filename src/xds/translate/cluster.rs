@@ -30,46 +30,7 @@ pub fn translate(mut c: Cluster) -> Result<ClusterConfig, Rejected> {
         p => return reject(format!("{what}: lb_policy {p} (MAGLEV, CLUSTER_PROVIDED, LOAD_BALANCING_POLICY_CONFIG) is not supported")),
     };
     c.lb_policy = 0;
-    let kind = match c.cluster_discovery_type.take() {
-        None => 0,
-        Some(cluster::ClusterDiscoveryType::Type(t)) => t,
-        Some(cluster::ClusterDiscoveryType::ClusterType(_)) => {
-            return reject(format!(
-                "{what}: cluster_type (custom clusters) is not supported"
-            ))
-        }
-    };
-    match kind {
-        0 => {
-            let Some(la) = c.load_assignment.take() else {
-                return reject(format!("{what}: a STATIC cluster needs load_assignment"));
-            };
-            for t in super::endpoint::targets(la, &format!("{what}.load_assignment"))? {
-                out.endpoints.push(EndpointConfig {
-                    address: t.address.to_string(),
-                    weight: t.weight,
-                });
-            }
-            if out.endpoints.is_empty() {
-                // Validation wants an endpoint or discovery; an empty static cluster is legal in
-                // Envoy and answers 503, which an empty EDS assignment does too.
-                out.discovery = Some(eds(&name, &name));
-            }
-        }
-        3 => {
-            let service = c
-                .eds_cluster_config
-                .take()
-                .map(|e| e.service_name)
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| name.clone());
-            out.discovery = Some(eds(&name, &service));
-            if c.load_assignment.take().is_some() {
-                tracing::info!(cluster = %name, "xDS: load_assignment of an EDS cluster ignored (EDS sends its endpoints)");
-            }
-        }
-        t => return reject(format!("{what}: type {t} (STRICT_DNS, LOGICAL_DNS, ORIGINAL_DST) is not supported; use EDS or STATIC")),
-    }
+    discovery_type(&mut c, &mut out, &name, &what)?;
     if let Some(t) = duration(&c.connect_timeout.take()) {
         out.connect_timeout = t;
     }
@@ -116,6 +77,61 @@ pub fn translate(mut c: Cluster) -> Result<ClusterConfig, Rejected> {
     );
     no_leftovers(&what, &c, fields::CLUSTER)?;
     Ok(out)
+}
+
+/// STATIC (inline endpoints) or EDS (the service's assignment); other types are refused.
+fn discovery_type(
+    c: &mut Cluster,
+    out: &mut ClusterConfig,
+    name: &str,
+    what: &str,
+) -> Result<(), Rejected> {
+    let kind = match c.cluster_discovery_type.take() {
+        None => 0,
+        Some(cluster::ClusterDiscoveryType::Type(t)) => t,
+        Some(cluster::ClusterDiscoveryType::ClusterType(_)) => {
+            return reject(format!(
+                "{what}: cluster_type (custom clusters) is not supported"
+            ))
+        }
+    };
+    match kind {
+        0 => {
+            let Some(la) = c.load_assignment.take() else {
+                return reject(format!("{what}: a STATIC cluster needs load_assignment"));
+            };
+            // The file's endpoints have no held-out state: an inline endpoint the server
+            // marks unhealthy is left out.
+            for t in super::endpoint::targets(la, &format!("{what}.load_assignment"))? {
+                if !t.held_out {
+                    out.endpoints.push(EndpointConfig {
+                        address: t.address.to_string(),
+                        weight: t.weight,
+                        priority: t.priority,
+                    });
+                }
+            }
+            if out.endpoints.is_empty() {
+                // Validation wants an endpoint or discovery; an empty static cluster is legal in
+                // Envoy and answers 503, which an empty EDS assignment does too.
+                out.discovery = Some(eds(name, name));
+            }
+        }
+        3 => {
+            let service = c
+                .eds_cluster_config
+                .take()
+                .map(|e| e.service_name)
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| name.to_owned());
+            out.discovery = Some(eds(name, &service));
+            if c.load_assignment.take().is_some() {
+                tracing::info!(cluster = %name, "xDS: load_assignment of an EDS cluster ignored (EDS sends its endpoints)");
+            }
+        }
+        t => return reject(format!("{what}: type {t} (STRICT_DNS, LOGICAL_DNS, ORIGINAL_DST) is not supported; use EDS or STATIC")),
+    }
+    Ok(())
 }
 
 fn eds(_cluster: &str, service: &str) -> DiscoveryConfig {

@@ -13,15 +13,20 @@ pub const TYPE_URL: &str = "type.googleapis.com/envoy.config.endpoint.v3.Cluster
 /// TIMEOUT.
 const OUT_OF_ROTATION: [i32; 3] = [2, 3, 4];
 
-/// The routable endpoints of an assignment, sorted, one per address. Endpoints the server
-/// marks UNHEALTHY, DRAINING or TIMEOUT are left out (new requests avoid them; requests in
-/// flight on them finish).
+/// The endpoints of an assignment, sorted, one per address, each with its priority level.
+/// Endpoints the server marks UNHEALTHY, DRAINING or TIMEOUT are held out of rotation (new
+/// requests avoid them; requests in flight on them finish) but count in their level's size,
+/// as in Envoy, so a level with many of them spills traffic to the next.
 pub fn targets(mut la: ClusterLoadAssignment, what: &str) -> Result<Vec<Target>, Rejected> {
     let mut out = Vec::new();
     for (i, mut group) in std::mem::take(&mut la.endpoints).into_iter().enumerate() {
         let gw = format!("{what}.endpoints[{i}]");
-        if group.priority != 0 {
-            return reject(format!("{gw}.priority: priorities other than 0 are not supported (failover between priority levels would be lost)"));
+        let priority = std::mem::take(&mut group.priority);
+        if priority > crate::config::MAX_PRIORITY {
+            return reject(format!(
+                "{gw}.priority: {priority} is above {}",
+                crate::config::MAX_PRIORITY
+            ));
         }
         let zone = group
             .locality
@@ -60,9 +65,6 @@ pub fn targets(mut la: ClusterLoadAssignment, what: &str) -> Result<Vec<Target>,
             ignored(&ew, &[("metadata", lb.metadata.take().is_some())]);
             no_leftovers(&ew, &lb, fields::LB_ENDPOINT)?;
             no_leftovers(&format!("{ew}.endpoint"), &ep, fields::ENDPOINT)?;
-            if OUT_OF_ROTATION.contains(&health) {
-                continue;
-            }
             let host = if hostname.is_empty() {
                 address.ip().to_string()
             } else {
@@ -70,6 +72,8 @@ pub fn targets(mut la: ClusterLoadAssignment, what: &str) -> Result<Vec<Target>,
             };
             let mut t = Target::new(address, weight, host);
             t.zone = zone.clone();
+            t.priority = priority;
+            t.held_out = OUT_OF_ROTATION.contains(&health);
             out.push(t);
         }
         no_leftovers(&gw, &group, fields::LOCALITY_ENDPOINTS)?;

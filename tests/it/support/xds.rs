@@ -383,6 +383,35 @@ pub mod build {
         )
     }
 
+    /// An assignment in priority levels: `levels[p]` lists priority p's endpoints, each with
+    /// its EDS health status (0 UNKNOWN, 1 HEALTHY, 2 UNHEALTHY, 3 DRAINING).
+    pub fn prioritized(
+        name: &str,
+        levels: &[&[(SocketAddr, i32)]],
+    ) -> (String, ClusterLoadAssignment) {
+        let (n, mut la) = assignment(name, &[]);
+        la.endpoints = levels
+            .iter()
+            .enumerate()
+            .map(|(p, eps)| LocalityLbEndpoints {
+                priority: p as u32,
+                lb_endpoints: eps
+                    .iter()
+                    .map(|(a, health)| LbEndpoint {
+                        host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                            address: Some(address(*a)),
+                            ..Default::default()
+                        })),
+                        health_status: *health,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect();
+        (n, la)
+    }
+
     /// An HTTP listener whose routes come from RDS `route`.
     pub fn http_listener(name: &str, addr: SocketAddr, route: &str) -> (String, Listener) {
         let hcm = HttpConnectionManager {
