@@ -46,6 +46,10 @@ pub struct Entry {
     pub downstream: Option<SocketAddr>,
     pub tls_version: Option<&'static str>,
     pub trace_id: Option<String>,
+    /// The client certificate's first name (a SPIFFE ID on a mesh's mTLS).
+    pub identity: Option<String>,
+    /// Where a captured connection was going (transparent listeners).
+    pub original_dst: Option<SocketAddr>,
 }
 
 /// The response flag for a proxy-made answer (Envoy's vocabulary).
@@ -64,6 +68,8 @@ pub fn flag(kind: ErrorKind) -> &'static str {
         ErrorKind::Overloaded => "OM",
         ErrorKind::ConnectNotAllowed => "NR",
         ErrorKind::UpgradeNotAllowed => "UAEX",
+        ErrorKind::Forbidden => "RBAC",
+        ErrorKind::DestinationNotAllowed => "NR",
     }
 }
 
@@ -175,6 +181,8 @@ fn json(e: &Entry) -> String {
         "downstream_address": e.downstream.map(|a| a.to_string()),
         "tls_version": e.tls_version,
         "trace_id": e.trace_id,
+        "client_identity": e.identity,
+        "original_destination": e.original_dst.map(|a| a.to_string()),
     })
     .to_string()
 }

@@ -27,8 +27,10 @@
 
 pub(crate) mod access_log;
 pub mod admin;
+pub mod authz;
 pub mod balancer;
 pub mod build_info;
+pub mod capture;
 pub(crate) mod circuit_breaker;
 pub mod cluster;
 pub mod config;
@@ -40,6 +42,7 @@ pub(crate) mod endpoint;
 pub(crate) mod hash;
 pub(crate) mod health;
 pub mod http_proxy;
+pub mod iptables;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

@@ -54,12 +54,52 @@ enum Command {
     },
     /// Copy this binary to PATH (for `await` in an app container, via a shared volume).
     Install { path: PathBuf },
+    /// Write (or with --clean remove) the nat rules that capture a pod's traffic into its
+    /// sidecar's transparent listeners; run once per pod by an init container with NET_ADMIN.
+    Iptables(IptablesArgs),
     /// Run the bundled demo: three upstreams on 127.0.0.1:18081-18083 behind 127.0.0.1:15001
     /// (or behind the listeners of --config, whose endpoints should be those three).
     Demo {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct IptablesArgs {
+    /// The uid the proxy runs as: its own traffic is never captured.
+    #[arg(long, default_value_t = 65532)]
+    proxy_uid: u32,
+    /// The proxy's gid, also never captured.
+    #[arg(long)]
+    proxy_gid: Option<u32>,
+    /// The transparent inbound listener's port.
+    #[arg(long, default_value_t = 15006)]
+    inbound_port: u16,
+    /// The transparent outbound listener's port.
+    #[arg(long, default_value_t = 15001)]
+    outbound_port: u16,
+    /// Inbound ports to capture (comma-separated); all when not given.
+    #[arg(long, value_delimiter = ',')]
+    inbound_ports: Vec<u16>,
+    /// Inbound ports never captured (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    exclude_inbound_ports: Vec<u16>,
+    /// Outbound destination ports never captured (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    exclude_outbound_ports: Vec<u16>,
+    /// Outbound destination networks never captured (comma-separated CIDRs).
+    #[arg(long, value_delimiter = ',')]
+    exclude_outbound_cidrs: Vec<outrigger::config::Cidr>,
+    /// IPv6 rules (ip6tables) instead of IPv4.
+    #[arg(long)]
+    ipv6: bool,
+    /// Print the rules (iptables-restore input), change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Remove the rules (and their chains) instead.
+    #[arg(long)]
+    clean: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -99,6 +139,7 @@ fn main() -> ExitCode {
             .map(|_| ExitCode::SUCCESS)
             .with_context(|| format!("cannot copy outrigger to {}", path.display())),
         Some(Command::Validate { config, deep }) => validate(&config, deep, json),
+        Some(Command::Iptables(args)) => iptables(args),
         Some(Command::Demo { config: Some(path) }) => outrigger::config::load(&path)
             .map_err(anyhow::Error::from)
             .and_then(|l| serve(l, true, json)),
@@ -330,4 +371,41 @@ fn spawn_signal_handlers(
         }
     });
     Ok(())
+}
+
+fn iptables(a: IptablesArgs) -> anyhow::Result<ExitCode> {
+    use outrigger::iptables;
+    if a.clean {
+        if a.dry_run {
+            for cmd in iptables::clean_commands(a.ipv6) {
+                println!("{}", cmd.join(" "));
+            }
+        } else {
+            iptables::clean(a.ipv6)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rules = iptables::CaptureRules {
+        proxy_uid: a.proxy_uid,
+        proxy_gid: a.proxy_gid,
+        inbound_port: a.inbound_port,
+        outbound_port: a.outbound_port,
+        inbound_ports: a.inbound_ports,
+        exclude_inbound_ports: a.exclude_inbound_ports,
+        exclude_outbound_ports: a.exclude_outbound_ports,
+        exclude_outbound_cidrs: a.exclude_outbound_cidrs,
+        ipv6: a.ipv6,
+    };
+    if a.dry_run {
+        print!("{}", rules.restore_script());
+    } else {
+        rules.apply()?;
+        tracing::info!(
+            proxy_uid = a.proxy_uid,
+            inbound_port = a.inbound_port,
+            outbound_port = a.outbound_port,
+            "capture rules written"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

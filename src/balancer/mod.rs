@@ -34,6 +34,8 @@ pub struct PickContext<'a> {
     pub hash: Option<u64>,
     /// An endpoint to avoid if any other is available (a retry after it failed).
     pub avoid: Option<&'a Endpoint>,
+    /// Where a captured connection was going (`original_dst` clusters pick exactly that).
+    pub original_dst: Option<std::net::SocketAddr>,
 }
 
 /// Per-set state a policy precomputes when the set is published.

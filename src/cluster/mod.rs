@@ -7,6 +7,7 @@
 mod connect;
 mod endpoint_set;
 mod inputs;
+pub mod original_dst;
 
 pub use crate::endpoint::{Endpoint, InFlight, Source};
 pub use connect::Upstream;
@@ -113,6 +114,8 @@ pub struct Cluster {
     pub(crate) base_dir: std::path::PathBuf,
     /// Discovery rounds finished (applied or failed); start-up readiness waits for the first.
     pub(crate) discovery_rounds: tokio::sync::watch::Sender<u64>,
+    /// `original_dst`: the endpoint is each connection's original destination.
+    pub original_dst: Option<original_dst::OriginalDst>,
 }
 
 impl Cluster {
@@ -217,6 +220,10 @@ impl Cluster {
             )),
             base_dir: base.to_path_buf(),
             discovery_rounds: tokio::sync::watch::Sender::new(0),
+            original_dst: cfg
+                .original_dst
+                .as_ref()
+                .map(original_dst::OriginalDst::new),
         }
     }
 
@@ -227,9 +234,25 @@ impl Cluster {
 
     /// Picks a routable endpoint; `None` when there is none.
     pub fn pick(&self, ctx: &PickContext<'_>) -> Option<Arc<Endpoint>> {
+        if self.original_dst.is_some() {
+            return self.original_endpoint(ctx.original_dst?).ok();
+        }
         let set = self.endpoints.load();
         let (routable, table) = set.level(ctx.hash);
         self.balancer.pick(routable, table, ctx).cloned()
+    }
+
+    /// An original_dst cluster's endpoint for `dst` (made on first use).
+    pub fn original_endpoint(
+        &self,
+        dst: SocketAddr,
+    ) -> Result<Arc<Endpoint>, original_dst::DstRefusal> {
+        let od = self
+            .original_dst
+            .as_ref()
+            .ok_or(original_dst::DstRefusal::NotAllowed)?;
+        let make = || new_endpoint(&self.config, &self.families, dst, dst.to_string(), 1);
+        od.endpoint(dst, make, |e| self.families.forget(&self.name, &e.label))
     }
 
     /// The instant of a cluster-clock timestamp.
@@ -514,6 +537,9 @@ impl Cluster {
     /// Stops the cluster's task (a reload replaced or removed the cluster).
     pub fn retire(&self) {
         self.retired.cancel();
+        if let Some(od) = &self.original_dst {
+            od.close();
+        }
     }
 
     /// Copies per-endpoint atomics into their gauges (called when /metrics is scraped).

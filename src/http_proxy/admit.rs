@@ -154,3 +154,48 @@ pub(super) fn check(
         })),
     }
 }
+
+/// `authz` (the listener's or a route's) against the client certificate's identities; a
+/// denial is counted by rule and logged.
+pub(super) fn authorize(
+    down: &super::Downstream,
+    authz: Option<&crate::authz::Authz>,
+) -> Result<(), ProxyError> {
+    let Some(Err(denied)) = authz.map(|a| a.check(&down.identities)) else {
+        return Ok(());
+    };
+    down.runtime
+        .metrics
+        .mesh
+        .authz_denied
+        .with_label_values(&[&*down.listener, denied.rule.as_str()])
+        .inc();
+    let identity = down.identities.first().cloned().unwrap_or_default();
+    tracing::info!(listener = %down.listener, peer = %down.peer, identity = %identity, rule = %denied.rule, "request refused by authz");
+    Err(ProxyError::Forbidden { identity })
+}
+
+/// For an original_dst cluster: the connection's original destination must be known and
+/// inside the allow-list (403 otherwise, counted by reason).
+pub(super) fn original_destination(
+    down: &super::Downstream,
+    cluster: &crate::cluster::Cluster,
+) -> Result<(), ProxyError> {
+    let Some(od) = &cluster.original_dst else {
+        return Ok(());
+    };
+    let reason = match down.original_dst {
+        None => "unknown",
+        Some(d) if !od.allows(d) => "not_allowed",
+        Some(_) => return Ok(()),
+    };
+    down.runtime
+        .metrics
+        .mesh
+        .original_dst_refused
+        .with_label_values(&[&*down.listener, reason])
+        .inc();
+    let dst = down.original_dst.map_or("-".into(), |d| d.to_string());
+    tracing::info!(listener = %down.listener, peer = %down.peer, original_dst = %dst, reason, "request refused: original destination");
+    Err(ProxyError::DestinationNotAllowed(dst))
+}

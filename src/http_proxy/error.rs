@@ -61,6 +61,15 @@ pub enum ProxyError {
     /// An upgrade on a route that does not allow it (403).
     #[error("the route does not allow this Upgrade protocol")]
     UpgradeNotAllowed,
+    /// The client certificate's identity is denied, or not allowed, by `authz` (403).
+    #[error("identity {identity:?} is not authorized")]
+    Forbidden {
+        /// The identity checked (the certificate's first URI or DNS name; empty without one).
+        identity: String,
+    },
+    /// The original destination is outside the original_dst cluster's allow-list (403).
+    #[error("original destination {0} is not allowed")]
+    DestinationNotAllowed(String),
 }
 
 impl ProxyError {
@@ -87,6 +96,8 @@ impl ProxyError {
             ProxyError::Overloaded => ErrorKind::Overloaded,
             ProxyError::ConnectNotAllowed => ErrorKind::ConnectNotAllowed,
             ProxyError::UpgradeNotAllowed => ErrorKind::UpgradeNotAllowed,
+            ProxyError::Forbidden { .. } => ErrorKind::Forbidden,
+            ProxyError::DestinationNotAllowed(_) => ErrorKind::DestinationNotAllowed,
         }
     }
 
@@ -210,5 +221,7 @@ pub fn error_text(kind: ErrorKind) -> &'static str {
         ErrorKind::UpstreamTls => "upstream TLS handshake failed\n",
         ErrorKind::ConnectNotAllowed => "CONNECT is not allowed here\n",
         ErrorKind::UpgradeNotAllowed => "upgrade not allowed\n",
+        ErrorKind::Forbidden => "forbidden\n",
+        ErrorKind::DestinationNotAllowed => "destination not allowed\n",
     }
 }

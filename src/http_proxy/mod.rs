@@ -49,7 +49,17 @@ pub struct Downstream {
     pub forwarded_for: Option<HeaderValue>,
     /// `peer` is in the listener's `trusted_hops`.
     pub trusted: bool,
+    /// Where the client was going before iptables captured the connection (transparent
+    /// listeners); `None` otherwise.
+    pub original_dst: Option<SocketAddr>,
+    /// The verified client certificate's names, URI SANs first (what `authz` matches).
+    pub identities: Arc<[String]>,
 }
+
+/// A request extension carrying the connection's original destination to the pick, for
+/// original_dst clusters.
+#[derive(Clone, Copy, Debug)]
+pub struct OriginalDst(pub SocketAddr);
 
 /// What every stage may read: the connection, the listener and snapshot the request started
 /// on, and when it started.
@@ -143,6 +153,9 @@ async fn route_and_forward<'a>(
         },
         headers: &parts.headers,
     };
+    if let Err(e) = admit::authorize(ctx.down, listener.authz.as_ref()) {
+        return Answer::refused(e, None);
+    }
     let route = listener.routes.find(&info);
     let Some(route) = route.filter(|r| !shape.is_connect || r.allow_connect) else {
         listener.no_route_requests.inc();
@@ -160,6 +173,9 @@ async fn route_and_forward<'a>(
     {
         return Answer::refused(ProxyError::UpgradeNotAllowed, Some(route.index));
     }
+    if let Err(e) = admit::authorize(ctx.down, route.authz.as_ref()) {
+        return Answer::refused(e, Some(route.index));
+    }
     let max_in_flight = ctx.snapshot.loaded.config.server.max_in_flight_requests;
     let Some(_admitted) = ctx.down.runtime.admit(max_in_flight) else {
         listener.shed_requests.inc();
@@ -171,6 +187,9 @@ async fn route_and_forward<'a>(
         }
     }
     let target = route.pick_target();
+    if let Err(e) = admit::original_destination(ctx.down, &target.cluster) {
+        return Answer::refused(e, Some(route.index));
+    }
     if shape.is_connect {
         let result = tunnel::connect(
             &target.cluster,
@@ -217,6 +236,9 @@ async fn forward_request<'a>(
     let timeout = deadline(route, shape, &parts.headers);
     let hash = cluster.request_hash(&parts.headers, down.peer.ip());
     ready_for_upstream(ctx, route, &mut parts, shape, log);
+    if let (Some(_), Some(d)) = (&cluster.original_dst, down.original_dst) {
+        parts.extensions.insert(OriginalDst(d));
+    }
     let attempts = AtomicU32::new(1);
     let marks = Marks {
         name_upstream: route.add_upstream_header,

@@ -106,6 +106,7 @@ pub async fn connect(
         ));
     };
     let ctx = PickContext {
+        original_dst: None,
         hash: None,
         avoid: None,
     };

@@ -88,6 +88,9 @@ pub(super) async fn with_retries(
         *req.uri_mut() = parts.uri.clone();
         *req.version_mut() = parts.version;
         *req.headers_mut() = parts.headers.clone();
+        if let Some(d) = parts.extensions.get::<super::OriginalDst>() {
+            req.extensions_mut().insert(*d);
+        }
         let att = attempt(
             cluster,
             req,
@@ -142,7 +145,11 @@ pub(super) async fn attempt(
             };
         }
     };
-    let ctx = PickContext { hash, avoid };
+    let ctx = PickContext {
+        hash,
+        avoid,
+        original_dst: req.extensions().get::<super::OriginalDst>().map(|o| o.0),
+    };
     let Some(endpoint) = cluster.pick(&ctx) else {
         let e = ProxyError::NoHealthyEndpoint {
             cluster: cluster.name.clone(),

@@ -1,13 +1,14 @@
 //! The accept loop: a permit per connection (at the limit, a refusal at once), then one task
 //! per connection, tracked by the drain.
 
+use super::detect::Detected;
 use super::serve::{http_builders, Connection, HttpSettings};
 use super::{Counted, Listener, OPEN};
-use crate::config::ListenerProtocol;
+use crate::config::{ListenerMode, ListenerProtocol};
 use crate::conn_tracker::ConnTracker;
 use crate::http_proxy::{self, Downstream};
 use crate::runtime::Runtime;
-use crate::tcp_proxy::TcpSettings;
+use crate::tcp_proxy::{TcpConn, TcpSettings};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,17 +76,24 @@ impl Listener {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
+            let original_dst = match self.original_dst(&stream, &runtime) {
+                Ok(d) => d,
+                Err(()) => continue,
+            };
             let conn = Accepted {
                 stream,
                 peer,
+                original_dst,
                 active: active.clone(),
                 permit,
             };
-            match &tcp {
-                Some(settings) => {
-                    self.spawn_tcp(conn, &runtime, settings.clone(), close_connections.clone())
+            let close = close_connections.clone();
+            match (self.config.protocol, &tcp) {
+                (ListenerProtocol::Detect, Some(settings)) => {
+                    self.spawn_detect(conn, &runtime, http.clone(), settings.clone(), close)
                 }
-                None => self.spawn_http(conn, &runtime, http.clone()),
+                (_, Some(settings)) => self.spawn_tcp(conn, &runtime, settings.clone(), close),
+                (_, None) => self.spawn_http(conn, &runtime, http.clone()),
             }
         }
         tracing::info!(listener = %self.name, "stopped accepting");
@@ -116,16 +124,107 @@ impl Listener {
 
     fn tcp_settings(&self) -> Option<Arc<TcpSettings>> {
         let limits = &self.config.limits;
-        (self.config.protocol == ListenerProtocol::Tcp).then(|| {
+        let protocol = self.config.protocol;
+        (protocol != ListenerProtocol::Http).then(|| {
             Arc::new(TcpSettings {
                 listener: self.name.clone(),
                 idle_timeout: limits.idle_timeout.get(),
                 buffer: limits.buffer_kb * 1024,
                 connect_attempts: self.config.connect_attempts,
-                accept_proxy_protocol: self.config.accept_proxy_protocol,
+                // A detect listener reads the header itself, before it looks at the protocol.
+                accept_proxy_protocol: self.config.accept_proxy_protocol
+                    && protocol == ListenerProtocol::Tcp,
                 header_timeout: limits.header_read_timeout.get(),
             })
         })
+    }
+
+    /// A transparent listener's connection's original destination. `Err` refuses it: it
+    /// would go to this very listener (a loop).
+    fn original_dst(
+        &self,
+        stream: &TcpStream,
+        runtime: &Runtime,
+    ) -> Result<Option<SocketAddr>, ()> {
+        if self.config.mode != ListenerMode::Transparent {
+            return Ok(None);
+        }
+        let dst = crate::capture::original_dst(stream, self.config.capture);
+        // Its destination is this listener (dialled on the pod's address, or captured twice).
+        let here = stream.local_addr().ok();
+        if dst.is_some_and(|d| d == self.local_addr || Some(d) == here) {
+            runtime
+                .metrics
+                .mesh
+                .original_dst_refused
+                .with_label_values(&[&*self.name, "loop"])
+                .inc();
+            tracing::warn!(listener = %self.name, "refusing a connection whose original destination is this listener");
+            return Err(());
+        }
+        Ok(dst)
+    }
+
+    /// A detect listener's connection: its first bytes decide between the HTTP and TCP paths.
+    fn spawn_detect(
+        &self,
+        conn: Accepted,
+        runtime: &Arc<Runtime>,
+        http: Arc<HttpSettings>,
+        tcp: Arc<TcpSettings>,
+        close: CancellationToken,
+    ) {
+        let me = self.clone();
+        let rt = runtime.clone();
+        let detect = self.config.detect.clone().unwrap_or_default();
+        let counters = ["http1", "http2", "tls", "opaque", "silent"].map(|p| {
+            runtime
+                .metrics
+                .mesh
+                .protocol_detected
+                .with_label_values(&[&*self.name, p])
+        });
+        runtime.shutdown.track(async move {
+            let mut conn = conn;
+            if !me.proxy_header(&mut conn).await {
+                return;
+            }
+            let port = conn.original_dst.unwrap_or(me.local_addr).port();
+            let found = if detect.opaque_ports.contains(&port) {
+                Detected::Opaque
+            } else {
+                super::detect::detect(&conn.stream, detect.timeout.get()).await
+            };
+            counters[found as usize].inc();
+            if found.is_http() {
+                me.serve_http(conn, &rt, http).await
+            } else {
+                me.serve_tcp(conn, &rt, tcp, close).await
+            }
+        });
+    }
+
+    /// With `accept_proxy_protocol` on an HTTP or detect listener: reads the header (within
+    /// `header_read_timeout`) and takes its source as the client. False: a bad or late
+    /// header, and the connection closes.
+    async fn proxy_header(&self, conn: &mut Accepted) -> bool {
+        if !self.config.accept_proxy_protocol {
+            return true;
+        }
+        let timeout = self.config.limits.header_read_timeout.get();
+        let read = crate::tcp_proxy::proxy_protocol::read(&mut conn.stream);
+        match tokio::time::timeout(timeout, read).await {
+            Ok(Ok(Some((src, _)))) => {
+                conn.peer = src;
+                true
+            }
+            Ok(Ok(None)) => true,
+            Ok(Err(e)) => {
+                tracing::debug!(listener = %self.name, peer = %conn.peer, error = %e, "closing: bad PROXY header");
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     fn spawn_tcp(
@@ -135,35 +234,68 @@ impl Listener {
         settings: Arc<TcpSettings>,
         close: CancellationToken,
     ) {
+        let (me, rt) = (self.clone(), runtime.clone());
+        runtime
+            .shutdown
+            .track(async move { me.serve_tcp(conn, &rt, settings, close).await });
+    }
+
+    async fn serve_tcp(
+        &self,
+        conn: Accepted,
+        runtime: &Arc<Runtime>,
+        settings: Arc<TcpSettings>,
+        close: CancellationToken,
+    ) {
         let Accepted {
             stream,
             peer,
+            original_dst,
             active,
             permit,
         } = conn;
-        let local = stream.local_addr().unwrap_or(self.local_addr);
-        let tls = self.tls.clone();
-        let handshake_timeout = self.config.limits.header_read_timeout.get();
+        let facts = TcpConn {
+            peer,
+            local: stream.local_addr().unwrap_or(self.local_addr),
+            original_dst,
+            identities: Arc::from(Vec::new()),
+            tls_version: None,
+        };
         let rt = runtime.clone();
-        runtime.shutdown.track(async move {
-            active.inc();
-            match tls {
-                None => crate::tcp_proxy::serve(stream, peer, local, rt, settings, close).await,
-                Some(tls) => {
-                    if let Some(s) = tls.accept(stream, handshake_timeout).await {
-                        crate::tcp_proxy::serve(s, peer, local, rt, settings, close).await;
-                    }
+        active.inc();
+        match &self.tls {
+            None => crate::tcp_proxy::serve(stream, facts, rt, settings, close).await,
+            Some(tls) => {
+                let handshake_timeout = self.config.limits.header_read_timeout.get();
+                if let Some(s) = tls.accept(stream, handshake_timeout).await {
+                    let facts = TcpConn {
+                        identities: client_identities(s.get_ref().1).into(),
+                        tls_version: tls_version(s.get_ref().1),
+                        ..facts
+                    };
+                    crate::tcp_proxy::serve(s, facts, rt, settings, close).await;
                 }
             }
-            active.dec();
-            drop(permit);
-        });
+        }
+        active.dec();
+        drop(permit);
     }
 
     fn spawn_http(&self, conn: Accepted, runtime: &Arc<Runtime>, http: Arc<HttpSettings>) {
+        let (me, rt) = (self.clone(), runtime.clone());
+        runtime.shutdown.track(async move {
+            let mut conn = conn;
+            if me.proxy_header(&mut conn).await {
+                me.serve_http(conn, &rt, http).await
+            }
+        });
+    }
+
+    async fn serve_http(&self, conn: Accepted, runtime: &Arc<Runtime>, http: Arc<HttpSettings>) {
         let Accepted {
             stream,
             peer,
+            original_dst,
             active,
             permit,
         } = conn;
@@ -180,27 +312,47 @@ impl Listener {
                 tls_version: None,
                 forwarded_for: http_proxy::forward::forwarded_for_value(peer.ip()),
                 trusted: crate::config::units::any_contains(&self.config.trusted_hops, peer.ip()),
+                original_dst,
+                identities: Arc::from(Vec::new()),
             }),
             http,
         };
-        runtime.shutdown.track(async move {
-            active.inc();
-            let _open = Counted::new(&OPEN);
-            match tls {
-                None => conn.serve_plain(stream).await,
-                // Boxed so that plain connections' tasks are not sized for TLS state (a
-                // parked connection's task is then ~1 KiB).
-                Some(tls) => Box::pin(conn.serve_tls(stream, tls, handshake_timeout)).await,
-            }
-            active.dec();
-        });
+        active.inc();
+        let _open = Counted::new(&OPEN);
+        match tls {
+            None => conn.serve_plain(stream).await,
+            // Boxed so that plain connections' tasks are not sized for TLS state (a
+            // parked connection's task is then ~1 KiB).
+            Some(tls) => Box::pin(conn.serve_tls(stream, tls, handshake_timeout)).await,
+        }
+        active.dec();
     }
+}
+
+/// The verified client certificate's names (URI SANs first), for `authz`.
+pub(super) fn client_identities(session: &rustls::ServerConnection) -> Vec<String> {
+    session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(crate::tls::certs::identities)
+        .unwrap_or_default()
+}
+
+/// The negotiated TLS version, for the access log.
+pub(super) fn tls_version(session: &rustls::ServerConnection) -> Option<&'static str> {
+    session.protocol_version().map(|v| match v {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        _ => "TLS",
+    })
 }
 
 /// A connection taken from the socket, with its slot under `max_connections`.
 struct Accepted {
     stream: TcpStream,
     peer: SocketAddr,
+    /// Where it was going (transparent listeners).
+    original_dst: Option<SocketAddr>,
     active: prometheus::IntGauge,
     permit: OwnedSemaphorePermit,
 }

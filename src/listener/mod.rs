@@ -7,6 +7,7 @@
 //! docs/performance.md for what that saves. Per-connection state lives in `ConnTracker`.
 
 mod accept;
+pub mod detect;
 mod drive;
 mod framing;
 mod park;
@@ -14,7 +15,7 @@ mod serve;
 
 pub use framing::shadow as framing_shadow;
 
-use crate::config::{ListenerConfig, ListenerProtocol};
+use crate::config::{CaptureMethod, ListenerConfig, ListenerMode, ListenerProtocol};
 use crate::tls::server::TlsServer;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -69,7 +70,7 @@ pub fn build_tls(
 ) -> Result<Option<Arc<TlsServer>>, crate::tls::TlsError> {
     let Some(tls) = &cfg.tls else { return Ok(None) };
     let alpn: &[&str] = match cfg.protocol {
-        ListenerProtocol::Http => &["h2", "http/1.1"],
+        ListenerProtocol::Http | ListenerProtocol::Detect => &["h2", "http/1.1"],
         ListenerProtocol::Tcp => &[],
     };
     TlsServer::build(
@@ -96,7 +97,16 @@ impl Listener {
             address: cfg.address.clone(),
             source,
         };
-        let socket = TcpListener::bind(&cfg.address).await.map_err(err)?;
+        let socket =
+            if cfg.mode == ListenerMode::Transparent && cfg.capture == CaptureMethod::Tproxy {
+                let addr = cfg
+                    .address
+                    .parse()
+                    .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+                crate::capture::bind(addr, Some(CaptureMethod::Tproxy)).map_err(err)?
+            } else {
+                TcpListener::bind(&cfg.address).await.map_err(err)?
+            };
         let local_addr = socket.local_addr().map_err(err)?;
         Ok(Listener {
             name: cfg.name.as_str().into(),

@@ -166,11 +166,8 @@ impl Connection {
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| Arc::<str>::from(crate::tls::certs::xfcc(c)));
-            down.tls_version = session.protocol_version().map(|v| match v {
-                rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
-                rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
-                _ => "TLS",
-            });
+            down.tls_version = super::accept::tls_version(session);
+            down.identities = super::accept::client_identities(session).into();
         }
         let protocol = match stream.get_ref().1.alpn_protocol() {
             Some(b"h2") => Protocol::Http2,

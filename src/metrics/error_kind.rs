@@ -43,11 +43,15 @@ pub enum ErrorKind {
     ConnectNotAllowed,
     /// The upgrade is not allowed on the route.
     UpgradeNotAllowed,
+    /// The client's identity is not authorized (`authz`).
+    Forbidden,
+    /// A captured request's original destination is outside the `original_dst` allow-list.
+    DestinationNotAllowed,
 }
 
 impl ErrorKind {
     /// Every kind, in `index` order.
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 20] = [
         ErrorKind::NoRoute,
         ErrorKind::NoHealthyEndpoint,
         ErrorKind::ConnectFailed,
@@ -66,6 +70,8 @@ impl ErrorKind {
         ErrorKind::UpstreamTls,
         ErrorKind::ConnectNotAllowed,
         ErrorKind::UpgradeNotAllowed,
+        ErrorKind::Forbidden,
+        ErrorKind::DestinationNotAllowed,
     ];
 
     /// The `x-outrigger-error` value and metric label.
@@ -89,6 +95,8 @@ impl ErrorKind {
             ErrorKind::UpstreamTls => "upstream_tls_error",
             ErrorKind::ConnectNotAllowed => "connect_not_allowed",
             ErrorKind::UpgradeNotAllowed => "upgrade_not_allowed",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::DestinationNotAllowed => "destination_not_allowed",
         }
     }
 
@@ -110,7 +118,9 @@ impl ErrorKind {
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Overflow | ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorKind::UpgradeNotAllowed => StatusCode::FORBIDDEN,
+            ErrorKind::UpgradeNotAllowed
+            | ErrorKind::Forbidden
+            | ErrorKind::DestinationNotAllowed => StatusCode::FORBIDDEN,
         }
     }
 
@@ -124,7 +134,9 @@ impl ErrorKind {
             ErrorKind::NoRoute | ErrorKind::ConnectNotAllowed => 12,
             ErrorKind::DownstreamBody | ErrorKind::AmbiguousFraming | ErrorKind::BadRequest => 13,
             ErrorKind::RateLimited => 8,
-            ErrorKind::UpgradeNotAllowed => 7,
+            ErrorKind::UpgradeNotAllowed
+            | ErrorKind::Forbidden
+            | ErrorKind::DestinationNotAllowed => 7,
             ErrorKind::NoHealthyEndpoint
             | ErrorKind::ConnectFailed
             | ErrorKind::ConnectTimeout

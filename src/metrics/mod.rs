@@ -6,10 +6,12 @@
 mod endpoint;
 mod error_kind;
 pub mod grpc;
+pub mod mesh;
 
 pub use endpoint::EndpointMetrics;
 pub use error_kind::ErrorKind;
 pub use grpc::GrpcCount;
+pub use mesh::MeshMetrics;
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -173,6 +175,8 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// `outrigger_circuit_breaker_overflow_total`: Requests refused by a circuit breaker, by limit: connections, pending, requests.
     pub breaker_overflow: IntCounterVec,
+    /// Authorization, original destinations and protocol detection.
+    pub mesh: MeshMetrics,
     /// `outrigger_circuit_breaker_open`: 1 while some circuit breaker limit of the cluster is reached.
     pub breaker_open: IntGaugeVec,
     /// `outrigger_load_shed_total`: Connections and requests refused at once because a listener or process limit was reached.
@@ -335,6 +339,7 @@ impl Metrics {
         ]);
         build_info.set(1);
         Metrics {
+            mesh: MeshMetrics::register(&registry),
             downstream_requests: counter(
                 DOWNSTREAM_REQUESTS_TOTAL,
                 "Requests answered to downstream clients, by listener, cluster and status class.",

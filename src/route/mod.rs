@@ -86,6 +86,8 @@ pub struct Route {
     pub retry: Option<retry::RetryPolicy>,
     /// `rate_limit`, when set.
     pub rate_limit: Option<rate_limit::RateLimiter>,
+    /// `authz`, when set.
+    pub authz: Option<crate::authz::Authz>,
 }
 
 struct Rewrite {
@@ -226,6 +228,7 @@ impl RouteTable {
                 rewrite: None,
                 request_headers_add: Default::default(),
                 rate_limit: None,
+                authz: None,
                 add_upstream_header: false,
                 allow_connect: false,
                 upgrades: vec!["websocket".into()],
@@ -360,6 +363,7 @@ fn build_route(
             &format!("{path}.request_headers_add"),
         )?,
         retry: r.retries.as_ref().map(retry::RetryPolicy::new),
+        authz: route_authz(r, index),
         rate_limit: r.rate_limit.as_ref().map(|rl| {
             rate_limit::RateLimiter::new(
                 rl.requests_per_second,
@@ -367,6 +371,11 @@ fn build_route(
             )
         }),
     })
+}
+
+fn route_authz(r: &RouteConfig, index: usize) -> Option<crate::authz::Authz> {
+    let scope = format!("routes[{index}]");
+    r.authz.as_ref().map(|a| crate::authz::Authz::new(a, scope))
 }
 
 fn header_pairs(

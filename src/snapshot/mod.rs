@@ -51,8 +51,10 @@ pub struct TcpRoutes {
 
 /// What requests on one listener need from the snapshot.
 pub struct ListenerState {
-    /// TCP listeners only.
+    /// TCP and detect listeners only.
     pub tcp: Option<TcpRoutes>,
+    /// The listener's `authz`.
+    pub authz: Option<crate::authz::Authz>,
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     pub routes: RouteTable,
     pub no_route_requests: IntCounter,
@@ -120,19 +122,22 @@ impl Snapshot {
                 by_name: &by_name,
                 metrics,
             };
-            let (tcp, routes, access_log) = match l.protocol {
-                ListenerProtocol::Tcp => (Some(b.tcp_routes()?), RouteTable::empty(), None),
-                ListenerProtocol::Http => {
-                    let routes = RouteTable::build(
-                        &l.name,
-                        &format!("listeners[{i}]"),
-                        &l.routes,
-                        l.cluster.as_deref(),
-                        &by_name,
-                        metrics,
-                    )?;
-                    (None, routes, warmed.access_logs.remove(&l.name))
-                }
+            let http_routes = || {
+                RouteTable::build(
+                    &l.name,
+                    &format!("listeners[{i}]"),
+                    &l.routes,
+                    l.cluster.as_deref(),
+                    &by_name,
+                    metrics,
+                )
+            };
+            let access_log = warmed.access_logs.remove(&l.name);
+            // A detect listener has both: routes for HTTP, `cluster` for everything else.
+            let (tcp, routes) = match l.protocol {
+                ListenerProtocol::Tcp => (Some(b.tcp_routes()?), RouteTable::empty()),
+                ListenerProtocol::Http => (None, http_routes()?),
+                ListenerProtocol::Detect => (Some(b.tcp_routes()?), http_routes()?),
             };
             listeners.insert(l.name.clone(), b.state(tcp, routes, access_log));
         }
@@ -214,6 +219,10 @@ impl ListenerBuild<'_> {
         let (l, metrics) = (self.l, self.metrics);
         ListenerState {
             tcp,
+            authz: l
+                .authz
+                .as_ref()
+                .map(|a| crate::authz::Authz::new(a, "listener".into())),
             access_log,
             routes,
             no_route_requests: metrics

@@ -37,51 +37,147 @@ pub struct TcpSettings {
     pub header_timeout: Duration,
 }
 
+/// What is known of one accepted connection before its first byte is read.
+#[derive(Clone, Debug)]
+pub struct TcpConn {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The address it reached (the listener's, or the original one under TPROXY).
+    pub local: SocketAddr,
+    /// Where it was going before capture (transparent listeners).
+    pub original_dst: Option<SocketAddr>,
+    /// The verified client certificate's names (TLS listeners with `client_ca`).
+    pub identities: Arc<[String]>,
+    /// The TLS version, when the listener terminated TLS.
+    pub tls_version: Option<&'static str>,
+}
+
+/// How a connection ended, for its access log line.
+#[derive(Default)]
+struct Outcome {
+    flags: &'static str,
+    cluster: Option<String>,
+    endpoint: Option<String>,
+    moved: crate::relay::Moved,
+    source: Option<SocketAddr>,
+    sni: Option<String>,
+}
+
 /// Serves one accepted connection to its end. `close` is cancelled when a reload removes the
 /// listener: the connection then gets `drain_timeout` more before it is cut.
 pub async fn serve<S>(
-    mut client: S,
-    peer: SocketAddr,
-    local: SocketAddr,
+    client: S,
+    conn: TcpConn,
     runtime: Arc<Runtime>,
     settings: Arc<TcpSettings>,
     close: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let started = Instant::now();
-    let Some((src, dst)) = addresses(&mut client, peer, local, &settings).await else {
-        return;
-    };
+    let (started, wall) = (Instant::now(), std::time::SystemTime::now());
     let snapshot = runtime.snapshot();
-    let Some(state) = snapshot
+    let mut out = Outcome {
+        flags: "-",
+        ..Default::default()
+    };
+    serve_inner(
+        client, &conn, &runtime, &snapshot, &settings, close, &mut out,
+    )
+    .await;
+    let Some(log) = snapshot
         .listeners
         .get(&*settings.listener)
-        .and_then(|l| l.tcp.as_ref())
+        .and_then(|l| l.access_log.as_ref())
     else {
         return;
     };
+    log.emit(&crate::access_log::Entry {
+        start: Some(wall),
+        authority: out.sni.unwrap_or_default(),
+        protocol: "TCP",
+        flags: out.flags,
+        bytes_received: out.moved.a_to_b,
+        bytes_sent: out.moved.b_to_a,
+        duration: started.elapsed(),
+        endpoint: out.endpoint,
+        cluster: out.cluster,
+        downstream: Some(out.source.unwrap_or(conn.peer)),
+        tls_version: conn.tls_version,
+        identity: conn.identities.first().cloned(),
+        original_dst: conn.original_dst,
+        ..Default::default()
+    });
+}
+
+async fn serve_inner<S>(
+    mut client: S,
+    conn: &TcpConn,
+    runtime: &Runtime,
+    snapshot: &crate::snapshot::Snapshot,
+    settings: &TcpSettings,
+    close: CancellationToken,
+    out: &mut Outcome,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let started = Instant::now();
+    let peer = conn.peer;
+    let Some((src, dst)) = addresses(&mut client, peer, conn.local, settings).await else {
+        out.flags = "DPE";
+        return;
+    };
+    out.source = Some(src);
+    let Some(listener) = snapshot.listeners.get(&*settings.listener) else {
+        return;
+    };
+    let Some(state) = listener.tcp.as_ref() else {
+        return;
+    };
+    let mesh = &runtime.metrics.mesh;
+    if !authorized(listener, conn, settings, mesh) {
+        out.flags = "RBAC";
+        return;
+    }
     // SNI passthrough: peek the ClientHello; the bytes read are sent on first.
     let mut initial = Vec::new();
-    let Some(route) = choose_route(state, &mut client, &settings, &mut initial).await else {
+    let Some(route) = choose_route(state, &mut client, settings, &mut initial).await else {
         tracing::debug!(listener = %settings.listener, %peer, "closing: no tcp route for this connection");
+        out.flags = "NR";
         return;
     };
+    out.sni = (!initial.is_empty())
+        .then(|| sni::server_name(&initial))
+        .flatten();
     let cluster = &route.cluster;
+    out.cluster = Some(cluster.name.clone());
+    if let Err(reason) = original_destination(cluster, conn.original_dst) {
+        mesh.original_dst_refused
+            .with_label_values(&[&*settings.listener, reason])
+            .inc();
+        tracing::info!(listener = %settings.listener, %peer, original_dst = ?conn.original_dst, reason, "tcp connection refused: original destination");
+        out.flags = "NR";
+        return;
+    }
     route.connections.inc();
-    let Some((mut upstream, in_flight, _slot)) = connect(cluster, &settings, peer).await else {
+    let Some((mut upstream, in_flight, _slot)) =
+        connect(cluster, settings, peer, conn.original_dst).await
+    else {
+        out.flags = "UF";
         return;
     };
+    out.endpoint = Some(in_flight.endpoint().label.clone());
     if let Some(v) = cluster.config.send_proxy_protocol {
         if upstream
             .write_all(&proxy_protocol::encode(v, src, dst))
             .await
             .is_err()
         {
+            out.flags = "UF";
             return;
         }
     }
     if !initial.is_empty() && upstream.write_all(&initial).await.is_err() {
+        out.flags = "UF";
         return;
     }
     route.bytes_to_upstream.inc_by(initial.len() as u64);
@@ -93,19 +189,56 @@ pub async fn serve<S>(
     // A drain ends the connection at the drain timeout, counted and closed by us, rather than
     // leaving it to be cut when the process exits.
     let drain = runtime.shutdown.drain_token();
-    let end = relay(client, upstream, route, &bounds, [&close, &drain]).await;
+    let (end, moved) = relay(client, upstream, route, &bounds, [&close, &drain]).await;
+    out.moved = crate::relay::Moved {
+        a_to_b: moved.a_to_b + initial.len() as u64,
+        b_to_a: moved.b_to_a,
+    };
     match end {
         crate::relay::End::Idle => {
             route.idle_timeouts.inc();
+            out.flags = "SI";
             tracing::debug!(listener = %settings.listener, %peer, "closing an idle tcp connection");
         }
         crate::relay::End::Cut => {
+            out.flags = "DC";
             tracing::debug!(listener = %settings.listener, %peer, "closing a tcp connection at the drain timeout");
         }
         crate::relay::End::Closed => {}
     }
     drop(in_flight);
     route.duration.observe(started.elapsed().as_secs_f64());
+}
+
+/// The listener's `authz` against the client certificate; a refusal is counted and logged.
+fn authorized(
+    listener: &crate::snapshot::ListenerState,
+    conn: &TcpConn,
+    settings: &TcpSettings,
+    mesh: &crate::metrics::MeshMetrics,
+) -> bool {
+    let Some(Err(denied)) = listener.authz.as_ref().map(|a| a.check(&conn.identities)) else {
+        return true;
+    };
+    mesh.authz_denied
+        .with_label_values(&[&*settings.listener, denied.rule.as_str()])
+        .inc();
+    let identity = conn.identities.first().map_or("", |s| s.as_str());
+    tracing::info!(listener = %settings.listener, peer = %conn.peer, identity, rule = %denied.rule, "tcp connection refused by authz");
+    false
+}
+
+/// For an original_dst cluster: the connection must have an original destination inside the
+/// allow-list. Other clusters take any connection.
+fn original_destination(cluster: &Cluster, dst: Option<SocketAddr>) -> Result<(), &'static str> {
+    let Some(od) = &cluster.original_dst else {
+        return Ok(());
+    };
+    match dst {
+        None => Err("unknown"),
+        Some(d) if !od.allows(d) => Err("not_allowed"),
+        Some(_) => Ok(()),
+    }
 }
 
 /// The connection's (source, destination): from a PROXY header when the listener accepts
@@ -170,7 +303,7 @@ async fn relay<S, U>(
     route: &TcpRoute,
     bounds: &crate::relay::Bounds,
     stops: [&CancellationToken; 2],
-) -> crate::relay::End
+) -> (crate::relay::End, crate::relay::Moved)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     U: AsyncRead + AsyncWrite + Unpin + Send,
@@ -195,7 +328,7 @@ where
         }
     };
     flush(&mut flushed, moved);
-    end
+    (end, moved)
 }
 
 /// Connects to an endpoint of `cluster`, moving on to another endpoint after a failure, at
@@ -205,6 +338,7 @@ async fn connect(
     cluster: &Cluster,
     settings: &TcpSettings,
     peer: SocketAddr,
+    original_dst: Option<SocketAddr>,
 ) -> Option<(
     TcpStream,
     crate::cluster::InFlight,
@@ -222,6 +356,7 @@ async fn connect(
         let ctx = PickContext {
             hash: None,
             avoid: avoid.as_deref(),
+            original_dst,
         };
         let Some(endpoint) = cluster.pick(&ctx) else {
             tracing::debug!(cluster = %cluster.name, %peer, "no healthy endpoint for a tcp connection");

@@ -128,6 +128,27 @@ pub fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
         .collect()
 }
 
+/// The names `authz` matches in a client certificate: URI SANs (SPIFFE IDs) first, then DNS
+/// SANs, in certificate order.
+pub fn identities(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, x)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = x.subject_alternative_name() else {
+        return Vec::new();
+    };
+    let names = &san.value.general_names;
+    let uris = names.iter().filter_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
+        _ => None,
+    });
+    let dns = names.iter().filter_map(|n| match n {
+        x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+        _ => None,
+    });
+    uris.chain(dns).collect()
+}
+
 /// The `x-forwarded-client-cert` value for a verified client certificate, in Envoy's format:
 /// `Hash=<sha256 hex>;Subject="<subject>";URI=<uri SAN>;DNS=<dns SAN>`.
 pub fn xfcc(cert: &CertificateDer<'_>) -> String {

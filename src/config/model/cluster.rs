@@ -74,6 +74,10 @@ pub struct ClusterConfig {
     /// `send_proxy_protocol`: a PROXY header on each new upstream connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_proxy_protocol: Option<ProxyProtocolVersion>,
+    /// `original_dst`: forward each connection or request to the address its client dialled
+    /// (transparent listeners), within an allow-list; the cluster then has no endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_dst: Option<super::OriginalDstConfig>,
     /// `tls`: TLS origination to the endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClusterTlsConfig>,

@@ -13,6 +13,9 @@ pub enum ListenerProtocol {
     Http,
     /// `tcp`: raw TCP relayed to a cluster (routes by SNI).
     Tcp,
+    /// `detect`: each connection's first bytes decide: HTTP/1 and HTTP/2 (prior knowledge)
+    /// are served with the routes; TLS and anything else are relayed to `cluster` as TCP.
+    Detect,
 }
 
 /// One entry of `listeners`.
@@ -42,7 +45,7 @@ pub struct ListenerConfig {
     /// TCP: where connections go. HTTP: the cluster for requests no route matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    /// TCP only: expect a PROXY protocol v1/v2 header first.
+    /// Expect a PROXY protocol v1/v2 header first (before TLS, before HTTP).
     #[serde(default)]
     pub accept_proxy_protocol: bool,
     /// TCP only: endpoints tried per connection before giving up (a failed connect moves on to
@@ -66,6 +69,26 @@ pub struct ListenerConfig {
     /// What to do with `%2F` / `%5C` in a path.
     #[serde(default)]
     pub escaped_slashes: EscapedSlashes,
+    /// `transparent`: connections captured by iptables, each with its original destination.
+    #[serde(default, skip_serializing_if = "is_normal")]
+    pub mode: super::ListenerMode,
+    /// With `mode: transparent`: `redirect` (nat) or `tproxy` (mangle).
+    #[serde(default, skip_serializing_if = "is_redirect")]
+    pub capture: super::CaptureMethod,
+    /// With `protocol: detect`: the detection timeout and opaque ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detect: Option<super::DetectConfig>,
+    /// Who may connect, by client certificate identity (needs `tls.client_ca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authz: Option<super::AuthzConfig>,
+}
+
+fn is_normal(m: &super::ListenerMode) -> bool {
+    *m == super::ListenerMode::Normal
+}
+
+fn is_redirect(c: &super::CaptureMethod) -> bool {
+    *c == super::CaptureMethod::Redirect
 }
 
 fn default_true() -> bool {

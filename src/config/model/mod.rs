@@ -119,10 +119,12 @@ impl Default for AdminConfig {
 
 mod cluster;
 mod listener;
+mod mesh;
 mod route;
 mod xds;
 
 pub use cluster::*;
 pub use listener::*;
+pub use mesh::*;
 pub use route::*;
 pub use xds::*;

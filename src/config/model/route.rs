@@ -29,6 +29,10 @@ pub struct RouteConfig {
     /// `request_headers_add`: headers set on the way upstream.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub request_headers_add: BTreeMap<String, String>,
+    /// `authz`: who may use this route, by client certificate identity (after the
+    /// listener's own `authz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authz: Option<super::AuthzConfig>,
     /// `rate_limit`: a token bucket for the route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitConfig>,

@@ -17,9 +17,6 @@ pub(super) fn check_listener(
         check_tls(c, p, l, tls);
     }
     if let Some(al) = &l.access_log {
-        if l.protocol == ListenerProtocol::Tcp {
-            c.unsupported(format!("{p}.access_log"), "access logging on tcp listeners");
-        }
         if al.path.is_empty() {
             c.push(format!("{p}.access_log.path"), "use stdout or a file path");
         }
@@ -36,13 +33,20 @@ pub(super) fn check_listener(
     }
     match l.protocol {
         ListenerProtocol::Tcp => check_tcp(c, p, l, clusters),
-        ListenerProtocol::Http => {
-            if l.accept_proxy_protocol {
-                c.push(
-                    format!("{p}.accept_proxy_protocol"),
-                    "only tcp listeners accept the PROXY protocol",
-                );
+        ListenerProtocol::Detect => {
+            check_relay(c, p, l);
+            for (j, r) in l.routes.iter().enumerate() {
+                let rp = format!("{p}.routes[{j}]");
+                if r.matcher.sni.is_some() {
+                    c.push(
+                        format!("{rp}.match.sni"),
+                        "a detect listener's routes are HTTP routes; TLS goes to its cluster",
+                    );
+                }
+                check_route(c, &rp, r, clusters);
             }
+        }
+        ListenerProtocol::Http => {
             if l.routes.is_empty() && l.cluster.is_none() {
                 c.push(
                     format!("{p}.routes"),
@@ -95,23 +99,28 @@ fn check_tcp(c: &mut Checker, p: &str, l: &ListenerConfig, clusters: &HashSet<&s
             "a tcp listener needs a cluster (or routes by sni)",
         );
     }
-    if !(1..=10).contains(&l.connect_attempts) {
-        c.push(format!("{p}.connect_attempts"), "must be between 1 and 10");
-    }
+    check_relay(c, p, l);
     if lim.http2_max_concurrent_streams == 0 {
         c.push(
             format!("{p}.limits.http2_max_concurrent_streams"),
             "must be at least 1",
         );
     }
-    if !(1..=1024).contains(&lim.buffer_kb) {
+    for (j, r) in l.routes.iter().enumerate() {
+        check_tcp_route(c, &format!("{p}.routes[{j}]"), r, clusters);
+    }
+}
+
+/// What relaying TCP needs (tcp and detect listeners).
+fn check_relay(c: &mut Checker, p: &str, l: &ListenerConfig) {
+    if !(1..=10).contains(&l.connect_attempts) {
+        c.push(format!("{p}.connect_attempts"), "must be between 1 and 10");
+    }
+    if !(1..=1024).contains(&l.limits.buffer_kb) {
         c.push(
             format!("{p}.limits.buffer_kb"),
             "must be between 1 and 1024",
         );
-    }
-    for (j, r) in l.routes.iter().enumerate() {
-        check_tcp_route(c, &format!("{p}.routes[{j}]"), r, clusters);
     }
 }
 

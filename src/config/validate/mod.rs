@@ -4,6 +4,7 @@
 
 mod cluster;
 mod listener;
+mod mesh;
 mod route;
 
 use super::model::*;
@@ -70,6 +71,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         );
     }
     check_cluster_uses(&mut c, cfg);
+    mesh::check_original_dst_uses(&mut c, cfg);
     check_listeners(&mut c, cfg);
     let mut seen = HashSet::new();
     for (i, cl) in cfg.clusters.iter().enumerate() {
@@ -82,6 +84,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             );
         }
         cluster::check_cluster(&mut c, &p, cl);
+        mesh::check_original_dst(&mut c, &p, cl);
     }
     c.problems
 }
@@ -148,7 +151,7 @@ fn check_cluster_uses(c: &mut Checker, cfg: &Config) {
     let http_clusters: HashSet<&str> = cfg
         .listeners
         .iter()
-        .filter(|l| l.protocol == ListenerProtocol::Http)
+        .filter(|l| l.protocol != ListenerProtocol::Tcp)
         .flat_map(|l| {
             l.routes
                 .iter()
@@ -217,6 +220,7 @@ fn check_listeners(c: &mut Checker, cfg: &Config) {
             ),
         }
         listener::check_listener(c, &p, l, &cluster_names);
+        mesh::check_listener(c, &p, l);
     }
 }
 
