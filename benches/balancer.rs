@@ -32,6 +32,7 @@ fn picks(c: &mut Criterion) {
     let ctx = PickContext {
         hash: Some(0x9e37_79b9_7f4a_7c15),
         avoid: None,
+        original_dst: None,
     };
     for lb in [
         LbPolicy::RoundRobin,

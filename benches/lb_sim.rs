@@ -135,6 +135,7 @@ fn simulate(sc: &Scenario, lb: LbPolicy, seed: u64) -> Outcome {
             let ctx = PickContext {
                 hash: Some(key),
                 avoid: None,
+                original_dst: None,
             };
             let Some(ep) = policy.pick(&set.routable, &set.table, &ctx) else {
                 continue;

@@ -31,6 +31,7 @@ fn picks_do_not_allocate() {
         let ctx = PickContext {
             hash: Some(0x1234_5678_9abc_def0),
             avoid: None,
+            original_dst: None,
         };
         // Warm up thread-locals (the RNG) outside the measurement.
         for _ in 0..10 {

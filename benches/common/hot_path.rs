@@ -60,6 +60,7 @@ pub fn hot_path(
     let ctx = PickContext {
         hash: None,
         avoid: None,
+        original_dst: None,
     };
     let endpoint = target.cluster.pick(&ctx).expect("an endpoint");
     let in_flight = endpoint.start_request();

@@ -274,6 +274,7 @@ fn a_degraded_priority_level_spills_its_missing_share_to_the_next() {
     let ctx = PickContext {
         hash: Some(9_000),
         avoid: None,
+        original_dst: None,
     };
     for _ in 0..10 {
         let ip = c.pick(&ctx).unwrap().address.ip().to_string();
