@@ -200,6 +200,8 @@ pub(super) fn log_entry(
         downstream: Some(down.peer),
         tls_version: down.tls_version,
         trace_id,
+        identity: down.identities.first().cloned(),
+        original_dst: down.original_dst,
         ..Default::default()
     };
     Box::new(PendingLog {

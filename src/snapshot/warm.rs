@@ -6,7 +6,7 @@
 use super::{reusable_cluster, reusable_log, Snapshot, SnapshotError};
 use crate::access_log::AccessLog;
 use crate::cluster::ClusterInputs;
-use crate::config::{ListenerProtocol, LoadedConfig};
+use crate::config::LoadedConfig;
 use crate::metrics::Metrics;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,11 +32,7 @@ pub async fn warm(
         }
     }
     for (index, l) in loaded.config.listeners.iter().enumerate() {
-        let Some(al) = l
-            .access_log
-            .as_ref()
-            .filter(|_| l.protocol == ListenerProtocol::Http)
-        else {
+        let Some(al) = l.access_log.as_ref() else {
             continue;
         };
         let log = match reusable_log(previous, &l.name, al) {

@@ -19,6 +19,7 @@ mod health;
 mod hygiene;
 mod lifecycle;
 mod limits;
+mod mesh;
 mod policies;
 mod pool;
 mod protocols;

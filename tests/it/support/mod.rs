@@ -181,6 +181,11 @@ impl H1 {
         H1 { sender, addr }
     }
 
+    /// A client over an established connection of any kind (TLS, say) to `addr`.
+    pub fn from_sender(sender: http1::SendRequest<Full<Bytes>>, addr: SocketAddr) -> H1 {
+        H1 { sender, addr }
+    }
+
     pub async fn send(&mut self, req: http::Request<Full<Bytes>>) -> Reply {
         self.sender.ready().await.expect("connection ready");
         let resp = self.sender.send_request(req).await.expect("response");
