@@ -20,6 +20,7 @@ mod hygiene;
 mod lifecycle;
 mod limits;
 mod mesh;
+mod mesh_netns;
 mod policies;
 mod pool;
 mod protocols;

@@ -86,7 +86,7 @@ fn check_hash_on(c: &mut Checker, p: &str, cl: &ClusterConfig) {
 }
 
 fn check_endpoints(c: &mut Checker, p: &str, cl: &ClusterConfig) {
-    if cl.endpoints.is_empty() && cl.discovery.is_none() {
+    if cl.endpoints.is_empty() && cl.discovery.is_none() && cl.original_dst.is_none() {
         c.push(
             format!("{p}.endpoints"),
             "a cluster needs at least one endpoint (or discovery)",
