@@ -17,8 +17,7 @@ pub struct MeshMetrics {
     /// `routes[N].allow` and the like.
     pub authz_denied: IntCounterVec,
     /// `outrigger_original_dst_refused_total{listener, reason}`: `not_allowed` (outside the
-    /// cluster's allow-list), `unknown` (not captured), `loop` (the proxy's own listener),
-    /// `too_many_hosts` (`max_hosts` in use).
+    /// cluster's allow-list), `unknown` (not captured), `loop` (the proxy's own listener).
     pub original_dst_refused: IntCounterVec,
     /// `outrigger_protocol_detected_total{listener, protocol}`: `http1`, `http2`, `tls`,
     /// `opaque` (other bytes, or an opaque port), `silent` (nothing within the timeout).
@@ -44,7 +43,7 @@ impl MeshMetrics {
             ),
             original_dst_refused: counter(
                 ORIGINAL_DST_REFUSED_TOTAL,
-                "Captured traffic not forwarded to its original destination: not_allowed, unknown, loop, too_many_hosts.",
+                "Captured traffic not forwarded to its original destination: not_allowed, unknown, loop.",
                 &["listener", "reason"],
             ),
             protocol_detected: counter(

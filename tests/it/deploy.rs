@@ -504,3 +504,53 @@ fn deployments_pass_pod_security_restricted() {
     let bad = pod_security_violations(&weak);
     assert_eq!(bad.len(), 6, "{bad:#?}");
 }
+
+#[test]
+fn the_mesh_manifests_validate_and_ask_for_no_more_than_the_capture_needs() {
+    let dir = root().join("docker/mesh");
+    let read = |f: &str| -> serde_yaml::Value {
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()
+    };
+    if let Some(kv) = tool("kubernetes-validate") {
+        for f in ["deployment.yaml", "configmap.yaml"] {
+            let (ok, out) = run(Command::new(&kv).arg("--strict").arg(dir.join(f)));
+            assert!(ok && out.contains("passed"), "{f}: {out}");
+        }
+    }
+    let cm = read("configmap.yaml");
+    let file = temp_dir("k8s-mesh").join("outrigger.yaml");
+    std::fs::write(&file, cm["data"]["outrigger.yaml"].as_str().unwrap()).unwrap();
+    let (ok, out) = run(Command::new(env!("CARGO_BIN_EXE_outrigger"))
+        .args(["validate", "--config"])
+        .arg(&file));
+    assert!(ok, "the mesh ConfigMap's config: {out}");
+
+    let pod = &read("deployment.yaml")["spec"]["template"]["spec"];
+    let init = &pod["initContainers"][0];
+    assert_eq!(init["args"][0], "iptables");
+    let sc = &init["securityContext"];
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+    let added: Vec<&str> = sc["capabilities"]["add"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(added, ["NET_ADMIN", "NET_RAW"]);
+    // The uid the rules exclude is the uid the sidecar runs as: its traffic never loops.
+    let sidecar = &pod["initContainers"][1];
+    let uid = sidecar["securityContext"]["runAsUser"].as_u64().unwrap();
+    assert!(init["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|a| a.as_str() == Some(&format!("--proxy-uid={uid}"))));
+    // Every Pod Security "restricted" rule holds except for the init container's capture.
+    let bad = pod_security_violations(pod);
+    assert!(
+        bad.iter()
+            .all(|b| b.starts_with("container outrigger-init:")),
+        "{bad:#?}"
+    );
+}
