@@ -105,3 +105,52 @@ impl OriginalDst {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(max_hosts: usize) -> OriginalDst {
+        OriginalDst::new(&OriginalDstConfig {
+            allow: vec!["10.0.0.0/8".parse().unwrap()],
+            ports: vec![80],
+            max_hosts,
+        })
+    }
+
+    fn make(a: SocketAddr) -> impl FnOnce() -> Endpoint {
+        move || Endpoint::standalone(a, 1)
+    }
+
+    #[test]
+    fn destinations_are_allowed_listed_bounded_and_evicted_only_when_unused() {
+        let t = table(2);
+        let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        let c: SocketAddr = "10.0.0.3:80".parse().unwrap();
+        let forget = |_: &Endpoint| {};
+        assert_eq!(
+            t.endpoint("192.168.0.1:80".parse().unwrap(), make(a), forget).err(),
+            Some(DstRefusal::NotAllowed)
+        );
+        assert_eq!(
+            t.endpoint("10.0.0.1:443".parse().unwrap(), make(a), forget).err(),
+            Some(DstRefusal::NotAllowed)
+        );
+        let held_a = t.endpoint(a, make(a), forget).unwrap();
+        let held_b = t.endpoint(b, make(b), forget).unwrap();
+        assert!(Arc::ptr_eq(&held_a, &t.endpoint(a, make(a), forget).unwrap()));
+        // Both in use: a third destination is refused, not added.
+        assert_eq!(
+            t.endpoint(c, make(c), forget).err(),
+            Some(DstRefusal::TooManyHosts)
+        );
+        assert_eq!(t.len(), 2);
+        // One let go: it makes room.
+        drop(held_b);
+        let held_c = t.endpoint(c, make(c), forget).unwrap();
+        assert_eq!(held_c.address, c);
+        assert_eq!(t.len(), 2);
+        drop(held_a);
+    }
+}
