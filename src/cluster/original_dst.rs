@@ -130,16 +130,21 @@ mod tests {
         let c: SocketAddr = "10.0.0.3:80".parse().unwrap();
         let forget = |_: &Endpoint| {};
         assert_eq!(
-            t.endpoint("192.168.0.1:80".parse().unwrap(), make(a), forget).err(),
+            t.endpoint("192.168.0.1:80".parse().unwrap(), make(a), forget)
+                .err(),
             Some(DstRefusal::NotAllowed)
         );
         assert_eq!(
-            t.endpoint("10.0.0.1:443".parse().unwrap(), make(a), forget).err(),
+            t.endpoint("10.0.0.1:443".parse().unwrap(), make(a), forget)
+                .err(),
             Some(DstRefusal::NotAllowed)
         );
         let held_a = t.endpoint(a, make(a), forget).unwrap();
         let held_b = t.endpoint(b, make(b), forget).unwrap();
-        assert!(Arc::ptr_eq(&held_a, &t.endpoint(a, make(a), forget).unwrap()));
+        assert!(Arc::ptr_eq(
+            &held_a,
+            &t.endpoint(a, make(a), forget).unwrap()
+        ));
         // Both in use: a third destination is refused, not added.
         assert_eq!(
             t.endpoint(c, make(c), forget).err(),

@@ -4,7 +4,7 @@
 use super::detect::Detected;
 use super::serve::{http_builders, Connection, HttpSettings};
 use super::{Counted, Listener, OPEN};
-use crate::config::{ListenerMode, ListenerProtocol};
+use crate::config::{CaptureMethod, ListenerMode, ListenerProtocol};
 use crate::conn_tracker::ConnTracker;
 use crate::http_proxy::{self, Downstream};
 use crate::runtime::Runtime;
@@ -151,7 +151,12 @@ impl Listener {
         }
         let dst = crate::capture::original_dst(stream, self.config.capture);
         // Its destination is this listener (dialled on the pod's address, or captured twice).
-        let here = stream.local_addr().ok();
+        // Under TPROXY the local address *is* the original destination, so only the
+        // listener's own address says loop.
+        let here = stream
+            .local_addr()
+            .ok()
+            .filter(|_| self.config.capture == CaptureMethod::Redirect);
         if dst.is_some_and(|d| d == self.local_addr || Some(d) == here) {
             runtime
                 .metrics

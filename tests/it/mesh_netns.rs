@@ -163,6 +163,7 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
 class Echo(socketserver.BaseRequestHandler):
     def handle(self):
+        self.request.sendall(b"220 hello\n")  # speaks first, as SMTP and MySQL do
         while True:
             data = self.request.recv(4096)
             if not data:
@@ -191,7 +192,7 @@ listeners:
     address: 0.0.0.0:15001
     mode: transparent
     protocol: detect
-    detect: { timeout: 500ms }
+    detect: { timeout: 5s, opaque_ports: [7000] }
     cluster: passthrough
   - name: inbound
     address: 0.0.0.0:15006
@@ -367,13 +368,14 @@ async fn captured_traffic_goes_through_outrigger_to_its_original_destination() {
     );
     assert!(!lines(&server_log).iter().any(|l| l == "/secret"));
 
-    // Not HTTP: relayed as TCP to the original destination's echo server.
+    // An opaque port: relayed as TCP at once, so a server that speaks first is heard within
+    // 2 s although detection would wait 5 s; then bytes go both ways.
     let echoed = in_ns(
         &app,
-        &["python3", "-c", "import socket; s = socket.create_connection(('192.0.2.2', 7000), timeout=5); s.sendall(b'\\x00raw bytes'); print(s.recv(64))"],
+        &["python3", "-c", "import socket; s = socket.create_connection(('192.0.2.2', 7000), timeout=2); print(s.recv(64)); s.sendall(b'\\x00raw bytes'); print(s.recv(64))"],
     )
     .unwrap();
-    assert_eq!(echoed.trim(), r"b'\x00raw bytes'");
+    assert_eq!(echoed.trim(), "b'220 hello\\n'\nb'\\x00raw bytes'");
 
     // Inbound: the client namespace calls the app; outrigger's inbound listener takes it
     // first and adds the client's address as x-forwarded-for.
@@ -413,5 +415,88 @@ async fn captured_traffic_goes_through_outrigger_to_its_original_destination() {
     assert!(
         out.contains("server from 192.0.2.1 xff=- path=/direct"),
         "{out}"
+    );
+}
+
+const TPROXY_CONFIG: &str = r#"
+admin: { address: 127.0.0.1:9901 }
+listeners:
+  - name: inbound
+    address: 0.0.0.0:15007
+    mode: transparent
+    capture: tproxy
+    protocol: detect
+    cluster: local_app
+clusters:
+  - name: local_app
+    original_dst: { allow: [198.51.100.1/32], ports: [8080] }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tproxy_capture_hands_the_original_destination_to_an_ip_transparent_listener() {
+    if let Some(why) = unavailable() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "mesh namespaces unavailable under CI: {why}"
+        );
+        eprintln!("skipping the network-namespace TPROXY test: {why}");
+        return;
+    }
+    let mut lab = Lab::new().expect("network namespaces");
+    let dir = lab.dir.clone();
+    std::fs::write(dir.join("servers.py"), SERVERS).unwrap();
+    std::fs::write(dir.join("tproxy.yaml"), TPROXY_CONFIG).unwrap();
+    let app = lab.app.clone();
+    let s = dir.join("servers.py").display().to_string();
+    let alog = dir.join("app.log").display().to_string();
+    lab.spawn(&app, &["python3", &s, "0.0.0.0", "8080", "app", &alog, "0"])
+        .unwrap();
+    // The mangle rule and policy route TPROXY needs (what a CNI plugin would write).
+    for rule in [
+        // Not from lo: the proxy's own connection to the app must not be diverted again.
+        "iptables -t mangle -A PREROUTING ! -i lo -p tcp --dport 8080 -j TPROXY --on-port 15007 --on-ip 0.0.0.0 --tproxy-mark 0x1/0x1",
+        "ip rule add fwmark 1 lookup 100",
+        "ip route add local 0.0.0.0/0 dev lo table 100",
+    ] {
+        in_ns(&app, &rule.split(' ').collect::<Vec<_>>()).unwrap();
+    }
+    // IP_TRANSPARENT needs CAP_NET_ADMIN: this proxy runs as root (it captures no outbound
+    // traffic, so no uid needs excluding).
+    let b = env!("CARGO_BIN_EXE_outrigger");
+    let c = dir.join("tproxy.yaml").display().to_string();
+    lab.spawn(&app, &[b, "--config", &c]).unwrap();
+    let lab_ref = &lab;
+    eventually(
+        Duration::from_secs(15),
+        "outrigger and the app up",
+        || async move {
+            let ready = in_ns(
+                &lab_ref.app,
+                &["curl", "-s", "-m", "1", "http://127.0.0.1:9901/ready"],
+            )
+            .is_ok_and(|r| r.contains("ready"));
+            let app = in_ns(
+                &lab_ref.app,
+                &["curl", "-s", "-m", "1", "http://127.0.0.1:8080/warmup"],
+            )
+            .is_ok();
+            (ready && app).then_some(())
+        },
+    )
+    .await;
+    let client = lab.client.clone();
+    let out = curl(&lab, &client, "http://198.51.100.1:8080/tp").unwrap();
+    assert!(status_is(&out, 200), "{out}");
+    assert!(
+        out.contains("app from 198.51.100.1 xff=198.51.100.2 path=/tp"),
+        "{out}"
+    );
+    let m = metrics(&lab);
+    assert_eq!(
+        crate::support::metric(
+            &m,
+            r#"outrigger_downstream_connections_total{listener="inbound"}"#
+        ),
+        Some(1.0)
     );
 }
