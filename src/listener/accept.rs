@@ -204,7 +204,8 @@ impl Listener {
             if found.is_http() {
                 me.serve_http(conn, &rt, http).await
             } else {
-                me.serve_tcp(conn, &rt, tcp, close).await
+                me.serve_tcp(conn, &rt, tcp, close, found == Detected::Tls)
+                    .await
             }
         });
     }
@@ -242,7 +243,7 @@ impl Listener {
         let (me, rt) = (self.clone(), runtime.clone());
         runtime
             .shutdown
-            .track(async move { me.serve_tcp(conn, &rt, settings, close).await });
+            .track(async move { me.serve_tcp(conn, &rt, settings, close, true).await });
     }
 
     async fn serve_tcp(
@@ -251,6 +252,7 @@ impl Listener {
         runtime: &Arc<Runtime>,
         settings: Arc<TcpSettings>,
         close: CancellationToken,
+        may_be_tls: bool,
     ) {
         let Accepted {
             stream,
@@ -265,6 +267,7 @@ impl Listener {
             original_dst,
             identities: Arc::from(Vec::new()),
             tls_version: None,
+            may_be_tls,
         };
         let rt = runtime.clone();
         active.inc();

@@ -208,7 +208,12 @@ impl RouteTable {
         metrics: &Metrics,
     ) -> Result<RouteTable, RouteError> {
         let mut out = Vec::with_capacity(routes.len() + 1);
-        for (i, r) in routes.iter().enumerate() {
+        // A detect listener's `sni` routes are for its TLS connections (the TCP path).
+        for (i, r) in routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.matcher.sni.is_none())
+        {
             out.push(build_route(
                 listener,
                 &format!("{listener_path}.routes[{i}]"),

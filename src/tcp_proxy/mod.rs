@@ -50,6 +50,9 @@ pub struct TcpConn {
     pub identities: Arc<[String]>,
     /// The TLS version, when the listener terminated TLS.
     pub tls_version: Option<&'static str>,
+    /// Whether SNI routes may read a ClientHello: false for a detect listener's connection
+    /// that is not TLS (a silent client would otherwise be held for a hello that never comes).
+    pub may_be_tls: bool,
 }
 
 /// How a connection ended, for its access log line.
@@ -140,7 +143,8 @@ async fn serve_inner<S>(
     }
     // SNI passthrough: peek the ClientHello; the bytes read are sent on first.
     let mut initial = Vec::new();
-    let Some(route) = choose_route(state, &mut client, settings, &mut initial).await else {
+    let by_sni = conn.may_be_tls;
+    let Some(route) = choose_route(state, &mut client, settings, &mut initial, by_sni).await else {
         tracing::debug!(listener = %settings.listener, %peer, "closing: no tcp route for this connection");
         out.flags = "NR";
         return;
@@ -272,11 +276,12 @@ async fn choose_route<'a, S>(
     client: &mut S,
     settings: &TcpSettings,
     initial: &mut Vec<u8>,
+    by_sni: bool,
 ) -> Option<&'a TcpRoute>
 where
     S: AsyncRead + Unpin,
 {
-    if state.by_sni.is_empty() {
+    if state.by_sni.is_empty() || !by_sni {
         return state.default.as_ref();
     }
     let hello = tokio::time::timeout(settings.header_timeout, read_client_hello(client, initial));

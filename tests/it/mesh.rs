@@ -184,9 +184,13 @@ async fn a_detect_listener_serves_http_and_relays_other_bytes_and_silent_clients
         let _ = s.read(&mut buf).await;
     })
     .await;
+    // TLS passed through by SNI to an upstream that terminates it.
+    let ca = Ca::new("passthrough CA");
+    let tls_up =
+        crate::tls::tls_upstream(&ca.issue(&["api.test"], None), &[], |_| "tls-up".into()).await;
     let yaml = |tcp: SocketAddr| {
         format!(
-            "admin: {{ address: \"127.0.0.1:0\" }}\nlisteners:\n  - name: any\n    address: 127.0.0.1:0\n    protocol: detect\n    detect: {{ timeout: 300ms }}\n    cluster: tcp\n    routes: [{{ match: {{ path_prefix: /web }}, cluster: web }}]\nclusters:\n  - name: web\n    endpoints: [{{ address: \"{}\" }}]\n  - name: tcp\n    endpoints: [{{ address: \"{tcp}\" }}]\n",
+            "admin: {{ address: \"127.0.0.1:0\" }}\nlisteners:\n  - name: any\n    address: 127.0.0.1:0\n    protocol: detect\n    detect: {{ timeout: 300ms }}\n    cluster: tcp\n    routes: [{{ match: {{ path_prefix: /web }}, cluster: web }}, {{ match: {{ sni: api.test }}, cluster: tls }}]\nclusters:\n  - name: web\n    endpoints: [{{ address: \"{}\" }}]\n  - name: tls\n    endpoints: [{{ address: \"{tls_up}\" }}]\n  - name: tcp\n    endpoints: [{{ address: \"{tcp}\" }}]\n",
             up.addr
         )
     };
@@ -206,6 +210,18 @@ async fn a_detect_listener_serves_http_and_relays_other_bytes_and_silent_clients
     let (got, _) = raw_exchange(addr, b"\x00\x01binary\x7f", Duration::from_millis(500)).await;
     assert_eq!(got.as_bytes(), b"\x00\x01binary\x7f");
     assert_eq!(echoed.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // TLS: recognised by its ClientHello and routed by its server name, untouched.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = client_config(&[&ca.der], &["http/1.1"], None)
+        .connect(name("api.test"), tcp)
+        .await
+        .unwrap();
+    let (tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let r = H1::from_sender(tx, addr).get("/").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "tls-up"));
 
     // A client that waits for its server: after the detect timeout it is relayed as TCP.
     let proxy = Proxy::start(&yaml(greeter)).await;

@@ -35,15 +35,14 @@ pub(super) fn check_listener(
         ListenerProtocol::Tcp => check_tcp(c, p, l, clusters),
         ListenerProtocol::Detect => {
             check_relay(c, p, l);
+            // Routes with `match.sni` take TLS connections (passed through); the others HTTP.
             for (j, r) in l.routes.iter().enumerate() {
                 let rp = format!("{p}.routes[{j}]");
                 if r.matcher.sni.is_some() {
-                    c.push(
-                        format!("{rp}.match.sni"),
-                        "a detect listener's routes are HTTP routes; TLS goes to its cluster",
-                    );
+                    check_tcp_route(c, &rp, r, clusters);
+                } else {
+                    check_route(c, &rp, r, clusters);
                 }
-                check_route(c, &rp, r, clusters);
             }
         }
         ListenerProtocol::Http => {
