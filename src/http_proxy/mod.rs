@@ -53,7 +53,7 @@ pub struct Downstream {
     /// listeners); `None` otherwise.
     pub original_dst: Option<SocketAddr>,
     /// The verified client certificate's names, URI SANs first (what `authz` matches).
-    pub identities: Arc<[String]>,
+    pub identities: Vec<String>,
 }
 
 /// A request extension carrying the connection's original destination to the pick, for

@@ -265,7 +265,7 @@ impl Listener {
             peer,
             local: stream.local_addr().unwrap_or(self.local_addr),
             original_dst,
-            identities: Arc::from(Vec::new()),
+            identities: Vec::new(),
             tls_version: None,
             may_be_tls,
         };
@@ -277,7 +277,7 @@ impl Listener {
                 let handshake_timeout = self.config.limits.header_read_timeout.get();
                 if let Some(s) = tls.accept(stream, handshake_timeout).await {
                     let facts = TcpConn {
-                        identities: client_identities(s.get_ref().1).into(),
+                        identities: client_identities(s.get_ref().1),
                         tls_version: tls_version(s.get_ref().1),
                         ..facts
                     };
@@ -321,7 +321,7 @@ impl Listener {
                 forwarded_for: http_proxy::forward::forwarded_for_value(peer.ip()),
                 trusted: crate::config::units::any_contains(&self.config.trusted_hops, peer.ip()),
                 original_dst,
-                identities: Arc::from(Vec::new()),
+                identities: Vec::new(),
             }),
             http,
         };

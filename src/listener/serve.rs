@@ -167,7 +167,7 @@ impl Connection {
                 .and_then(|c| c.first())
                 .map(|c| Arc::<str>::from(crate::tls::certs::xfcc(c)));
             down.tls_version = super::accept::tls_version(session);
-            down.identities = super::accept::client_identities(session).into();
+            down.identities = super::accept::client_identities(session);
         }
         let protocol = match stream.get_ref().1.alpn_protocol() {
             Some(b"h2") => Protocol::Http2,

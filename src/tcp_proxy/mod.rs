@@ -47,7 +47,7 @@ pub struct TcpConn {
     /// Where it was going before capture (transparent listeners).
     pub original_dst: Option<SocketAddr>,
     /// The verified client certificate's names (TLS listeners with `client_ca`).
-    pub identities: Arc<[String]>,
+    pub identities: Vec<String>,
     /// The TLS version, when the listener terminated TLS.
     pub tls_version: Option<&'static str>,
     /// Whether SNI routes may read a ClientHello: false for a detect listener's connection
