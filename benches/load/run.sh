@@ -3,6 +3,9 @@
 #
 #   benches/load/run.sh [-r ROUNDS] [-d SECONDS] [-c CONNS] [SCENARIO...]
 #   scenarios: h1 (wrk, keep-alive, 2-byte body; default), h1-16k, h2c (h2load 16x4 streams),
+#              h1-close (a new client connection per request: wrk with `Connection: close`),
+#              tls (h1 keep-alive over TLS 1.3 terminated by the proxy),
+#              all (h1 h1-16k h1-close h2c tls, then benches/load/tcp.sh for TCP bulk),
 #              latency (open loop: h2load at a constant 1000 req/s over 10 connections; median
 #                       and p99 added over going to the backend directly),
 #              memory (RSS: fresh and idle; holding 10,000 idle keep-alive client connections (6 s
@@ -21,6 +24,7 @@ set -euo pipefail
 ROUNDS=3 DURATION=10 CONNS=64
 while getopts "r:d:c:" o; do case $o in r) ROUNDS=$OPTARG;; d) DURATION=$OPTARG;; c) CONNS=$OPTARG;; *) exit 2;; esac; done
 shift $((OPTIND - 1)); SCENARIOS=("${@:-h1}")
+if [ "${SCENARIOS[*]}" = all ]; then SCENARIOS=(h1 h1-16k h1-close h2c tls); RUN_TCP=1; fi
 source "$(dirname "$0")/common.sh"
 require "haproxy nginx wrk nghttp2-client" haproxy nginx wrk h2load taskset
 build_outrigger
@@ -30,6 +34,10 @@ ports_free $PORT $B1 $B2 $ADMIN
 # Backend: nginx on CPU 0, one worker, two ports.
 head -c 16384 /dev/urandom > "$WORK/16k"; printf ok > "$WORK/ok"
 chmod 755 "$WORK"; chmod 644 "$WORK/16k" "$WORK/ok"    # nginx workers run as nobody
+# One self-signed certificate for every candidate's TLS listener (scenario tls).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
+  -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+cat "$WORK/cert.pem" "$WORK/key.pem" > "$WORK/combined.pem"; chmod 644 "$WORK"/*.pem
 cat > "$WORK/backend.conf" <<CONF
 worker_processes 1; daemon off; pid $WORK/backend.pid; error_log stderr error;
 events { worker_connections 4096; }
@@ -39,15 +47,20 @@ http { access_log off; keepalive_requests 1000000;
 CONF
 taskset -c 0 nginx -c "$WORK/backend.conf" -p "$WORK" & PIDS+=($!)
 
-cat > "$WORK/outrigger.yaml" <<CONF
+outrigger_conf() { # scenario
+  local tls=""; [ "$1" = tls ] && tls=", tls: { cert: \"$WORK/cert.pem\", key: \"$WORK/key.pem\" }"
+  cat > "$WORK/outrigger.yaml" <<CONF
 server: { worker_threads: 1 }
 admin: { address: "127.0.0.1:$ADMIN" }
 listeners:
-  - { name: bench, address: "127.0.0.1:$PORT", routes: [{ match: { path_prefix: / }, cluster: b }] }
+  - { name: bench, address: "127.0.0.1:$PORT"$tls, routes: [{ match: { path_prefix: / }, cluster: b }] }
 clusters:
   - { name: b, lb: round_robin, endpoints: [{address: "127.0.0.1:$B1"}, {address: "127.0.0.1:$B2"}] }
 CONF
-cat > "$WORK/haproxy.cfg" <<CONF
+}
+haproxy_conf() { # scenario
+  local bind=""; [ "$1" = tls ] && bind=" ssl crt $WORK/combined.pem alpn http/1.1"
+  cat > "$WORK/haproxy.cfg" <<CONF
 global
   nbthread 1
   maxconn 8000
@@ -58,22 +71,23 @@ defaults
   timeout server 30s
   http-reuse always
 frontend f
-  bind 127.0.0.1:$PORT proto h2,http/1.1
+  bind 127.0.0.1:$PORT$bind
   default_backend b
 backend b
   balance roundrobin
   server s1 127.0.0.1:$B1
   server s2 127.0.0.1:$B2
 CONF
-sed -i 's/ proto h2,http\/1.1//' "$WORK/haproxy.cfg"   # haproxy detects the h2c preface on a plain bind
+}   # haproxy detects the h2c preface on a plain bind
 nginx_conf() { # nginx 1.22 speaks h2c only on an HTTP/2-only listen, so that is per scenario
-  local h2=""; [ "$1" = h2c ] && h2=" http2"
+  local h2="" ssl=""; [ "$1" = h2c ] && h2=" http2"
+  [ "$1" = tls ] && ssl=" ssl; ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem; ssl_protocols TLSv1.3"
   cat > "$WORK/nginx.conf" <<CONF
 worker_processes 1; daemon off; pid $WORK/nginx.pid; error_log stderr error;
 events { worker_connections 8192; }
 http { access_log off; keepalive_requests 1000000;
   upstream b { server 127.0.0.1:$B1; server 127.0.0.1:$B2; keepalive 128; }
-  server { listen 127.0.0.1:$PORT$h2;
+  server { listen 127.0.0.1:$PORT$h2$ssl;
     location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 CONF
 }
@@ -93,8 +107,9 @@ stop() { kill "$PROXY" 2>/dev/null || true; wait "$PROXY" 2>/dev/null || true
 
 load() { # scenario seconds -> "ok_responses p50ms p99ms errors"
   case $1 in
-    h1|h1-16k) local path=/; [ "$1" = h1-16k ] && path=/16k
-      taskset -c 0 wrk -t1 -c"$CONNS" -d"$2"s --latency "http://127.0.0.1:$PORT$path" > "$WORK/wrk.out"
+    h1|h1-16k|h1-close|tls) local path=/ scheme=http hdr=(); [ "$1" = h1-16k ] && path=/16k
+      [ "$1" = h1-close ] && hdr=(-H "Connection: close"); [ "$1" = tls ] && scheme=https
+      taskset -c 0 wrk -t1 -c"$CONNS" -d"$2"s --latency "${hdr[@]}" "$scheme://127.0.0.1:$PORT$path" > "$WORK/wrk.out"
       awk '/requests in/{r=$1} /^ +50%/{p50=$2} /^ +99%/{p99=$2} /Non-2xx/{e+=$NF}
            /Socket errors/{gsub(",", ""); e+=$4+$6+$8+$10}
            function ms(v){ if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
@@ -158,7 +173,7 @@ echo "# outrigger load benchmark  $(date -u +%FT%TZ)"
 echo "pinned: proxy on CPU 1 (1 worker), load + backend on CPU 0; $ROUNDS rounds x ${DURATION}s; $CONNS wrk connections"
 echo "versions: $("$BIN" --version), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | cut -d' ' -f3)"
 for scen in "${SCENARIOS[@]}"; do
-  nginx_conf "$scen"
+  nginx_conf "$scen"; outrigger_conf "$scen"; haproxy_conf "$scen"
   case $scen in latency) scenario_latency; continue ;; memory) scenario_memory; continue ;; esac
   : > "$WORK/rows"
   for r in $(seq "$ROUNDS"); do
@@ -184,3 +199,4 @@ for scen in "${SCENARIOS[@]}"; do
         for (r = 1; r <= R; r++) { a[r] = rate[c, r]; b[r] = cpu[c, r]; q[r] = rate[c, r] / rate["haproxy", r]; w[r] = cpu[c, r] / cpu["haproxy", r]; x[r] = p50[c, r]; y[r] = p99[c, r]; z[r] = rss[c, r] }
         printf "| %s | %d | %s | %s | %d | %.3f | %.1f | %.2f | %.2f |\n", c, median(a, R), median(x, R), median(y, R), err[c], median(b, R), median(z, R), median(q, R), median(w, R) } }' "$WORK/rows"
 done
+if [ -n "${RUN_TCP:-}" ]; then echo; "$(dirname "$0")/tcp.sh" -r "$ROUNDS" -d "$DURATION"; fi
