@@ -24,6 +24,7 @@ mod mesh_netns;
 mod policies;
 mod pool;
 mod protocols;
+mod readme;
 mod reload;
 mod resilience;
 mod routing;
