@@ -38,9 +38,14 @@ fn tls_block(p: &Pki) -> String {
 
 /// An HTTP/1.1 client over mutual TLS presenting `client`.
 async fn mtls_h1(addr: SocketAddr, p: &Pki, client: &Cert) -> H1 {
+    tls_h1(addr, &p.ca, "app.test", Some(client)).await
+}
+
+/// An HTTP/1.1 client over TLS to `server` (trusting `ca`), presenting `client` if given.
+async fn tls_h1(addr: SocketAddr, ca: &Ca, server: &str, client: Option<&Cert>) -> H1 {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = client_config(&[&p.ca.der], &["http/1.1"], Some(client))
-        .connect(name("app.test"), tcp)
+    let tls = client_config(&[&ca.der], &["http/1.1"], client)
+        .connect(name(server), tcp)
         .await
         .unwrap();
     let (tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
@@ -211,16 +216,7 @@ async fn a_detect_listener_serves_http_and_relays_other_bytes_and_silent_clients
     assert_eq!(got.as_bytes(), b"\x00\x01binary\x7f");
     assert_eq!(echoed.load(std::sync::atomic::Ordering::SeqCst), 1);
     // TLS: recognised by its ClientHello and routed by its server name, untouched.
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = client_config(&[&ca.der], &["http/1.1"], None)
-        .connect(name("api.test"), tcp)
-        .await
-        .unwrap();
-    let (tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let r = H1::from_sender(tx, addr).get("/").await;
+    let r = tls_h1(addr, &ca, "api.test", None).await.get("/").await;
     assert_eq!((r.status, r.text().as_str()), (200, "tls-up"));
 
     // A client that waits for its server: after the detect timeout it is relayed as TCP.

@@ -231,6 +231,38 @@ fn status_is(out: &str, status: u16) -> bool {
         .is_some_and(|l| l.split(' ').nth(1) == Some(&status.to_string()))
 }
 
+/// A request from the client namespace to the app's port `path`: answered by the app, with
+/// the client's address in x-forwarded-for (so outrigger was in between), and counted once
+/// on the proxy's inbound listener.
+fn inbound_through_the_proxy(lab: &Lab, path: &str) {
+    let out = curl(lab, &lab.client, &format!("http://198.51.100.1:8080{path}")).unwrap();
+    assert!(status_is(&out, 200), "{out}");
+    let seen = format!("app from 198.51.100.1 xff=198.51.100.2 path={path}");
+    assert!(out.contains(&seen), "{out}");
+    let m = metrics(lab);
+    assert_eq!(
+        crate::support::metric(
+            &m,
+            r#"outrigger_downstream_connections_total{listener="inbound"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+/// Whether to go on: false (after saying why) where namespaces cannot be made, which CI
+/// does not accept.
+fn namespaces_possible(test: &str) -> bool {
+    let Some(why) = unavailable() else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "mesh namespaces unavailable under CI: {why}"
+    );
+    eprintln!("skipping the network-namespace {test} test: {why}");
+    false
+}
+
 fn metrics(lab: &Lab) -> String {
     in_ns(
         &lab.app,
@@ -249,12 +281,7 @@ fn lines(path: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn captured_traffic_goes_through_outrigger_to_its_original_destination() {
-    if let Some(why) = unavailable() {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "mesh namespaces unavailable under CI: {why}"
-        );
-        eprintln!("skipping the network-namespace mesh test: {why}");
+    if !namespaces_possible("mesh") {
         return;
     }
     let mut lab = Lab::new().expect("network namespaces");
@@ -379,21 +406,8 @@ async fn captured_traffic_goes_through_outrigger_to_its_original_destination() {
 
     // Inbound: the client namespace calls the app; outrigger's inbound listener takes it
     // first and adds the client's address as x-forwarded-for.
-    let client = lab.client.clone();
-    let out = curl(&lab, &client, "http://198.51.100.1:8080/in").unwrap();
-    assert!(status_is(&out, 200), "{out}");
-    assert!(
-        out.contains("app from 198.51.100.1 xff=198.51.100.2 path=/in"),
-        "{out}"
-    );
+    inbound_through_the_proxy(&lab, "/in");
     let m = metrics(&lab);
-    assert_eq!(
-        crate::support::metric(
-            &m,
-            r#"outrigger_downstream_connections_total{listener="inbound"}"#
-        ),
-        Some(1.0)
-    );
     assert_eq!(
         crate::support::metric(
             &m,
@@ -434,12 +448,7 @@ clusters:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tproxy_capture_hands_the_original_destination_to_an_ip_transparent_listener() {
-    if let Some(why) = unavailable() {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "mesh namespaces unavailable under CI: {why}"
-        );
-        eprintln!("skipping the network-namespace TPROXY test: {why}");
+    if !namespaces_possible("TPROXY") {
         return;
     }
     let mut lab = Lab::new().expect("network namespaces");
@@ -484,19 +493,5 @@ async fn tproxy_capture_hands_the_original_destination_to_an_ip_transparent_list
         },
     )
     .await;
-    let client = lab.client.clone();
-    let out = curl(&lab, &client, "http://198.51.100.1:8080/tp").unwrap();
-    assert!(status_is(&out, 200), "{out}");
-    assert!(
-        out.contains("app from 198.51.100.1 xff=198.51.100.2 path=/tp"),
-        "{out}"
-    );
-    let m = metrics(&lab);
-    assert_eq!(
-        crate::support::metric(
-            &m,
-            r#"outrigger_downstream_connections_total{listener="inbound"}"#
-        ),
-        Some(1.0)
-    );
+    inbound_through_the_proxy(&lab, "/tp");
 }

@@ -49,6 +49,16 @@ async fn until_ready(proxy: &Proxy) {
     .await;
 }
 
+/// The first NACK of `type_url` the server receives.
+async fn first_nack(cp: &ControlPlane, type_url: &str) -> crate::support::xds::Answer {
+    eventually(Duration::from_secs(10), "a NACK", || async {
+        cp.answers()
+            .into_iter()
+            .find(|x| x.type_url == type_url && x.error.is_some())
+    })
+    .await
+}
+
 fn acked(cp: &ControlPlane, type_url: &str, version: &str) -> bool {
     cp.answers()
         .iter()
@@ -157,16 +167,7 @@ async fn a_bad_resource_is_nacked_naming_the_field_and_the_old_config_keeps_serv
     bad.lb_subset_config = Some(Default::default());
     bad.lb_subset_config.as_mut().unwrap().fallback_policy = 1;
     cp.set(CLUSTER, "2", vec![(name, bad)]);
-    let nack = eventually(
-        Duration::from_secs(10),
-        "a NACK for clusters v2",
-        || async {
-            cp.answers()
-                .into_iter()
-                .find(|x| x.type_url == CLUSTER && x.error.is_some())
-        },
-    )
-    .await;
+    let nack = first_nack(&cp, CLUSTER).await;
     let error = nack.error.unwrap();
     assert!(
         error.contains("cluster \"web\"") && error.contains("lb_subset_config"),
@@ -523,16 +524,7 @@ async fn a_cds_transport_socket_originates_tls_and_inline_secrets_are_nacked() {
         ..Default::default()
     };
     cp.set(CLUSTER, "2", vec![tls_cluster("web", inline)]);
-    let nack = eventually(
-        Duration::from_secs(10),
-        "a NACK for clusters v2",
-        || async {
-            cp.answers()
-                .into_iter()
-                .find(|x| x.type_url == CLUSTER && x.error.is_some())
-        },
-    )
-    .await;
+    let nack = first_nack(&cp, CLUSTER).await;
     let error = nack.error.unwrap_or_default();
     assert!(
         error.contains("transport_socket.tls.common_tls_context.validation_context.trusted_ca")

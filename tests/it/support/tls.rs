@@ -33,10 +33,23 @@ pub fn acceptor(cert: &Cert) -> tokio_rustls::TlsAcceptor {
 
 /// A server for `cert` that offers `alpn` (e.g. `["h2", "http/1.1"]`).
 pub fn acceptor_with_alpn(cert: &Cert, alpn: &[&str]) -> tokio_rustls::TlsAcceptor {
+    server(
+        cert,
+        alpn,
+        rustls::server::WebPkiClientVerifier::no_client_auth(),
+    )
+}
+
+/// A server for `cert` offering `alpn`, checking clients with `verifier`.
+fn server(
+    cert: &Cert,
+    alpn: &[&str],
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+) -> tokio_rustls::TlsAcceptor {
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(
             vec![cert.der.clone()],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.clone())),
@@ -183,15 +196,5 @@ pub fn mutual_acceptor(cert: &Cert, ca: &Ca, alpn: &[&str]) -> tokio_rustls::Tls
         rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .unwrap();
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            vec![cert.der.clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.clone())),
-        )
-        .unwrap();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+    server(cert, alpn, verifier)
 }
