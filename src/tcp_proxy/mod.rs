@@ -154,11 +154,7 @@ async fn serve_inner<S>(
         .flatten();
     let cluster = &route.cluster;
     out.cluster = Some(cluster.name.clone());
-    if let Err(reason) = original_destination(cluster, conn.original_dst) {
-        mesh.original_dst_refused
-            .with_label_values(&[&*settings.listener, reason])
-            .inc();
-        tracing::info!(listener = %settings.listener, %peer, original_dst = ?conn.original_dst, reason, "tcp connection refused: original destination");
+    if !original_destination(cluster, conn, settings, mesh) {
         out.flags = "NR";
         return;
     }
@@ -233,16 +229,26 @@ fn authorized(
 }
 
 /// For an original_dst cluster: the connection must have an original destination inside the
-/// allow-list. Other clusters take any connection.
-fn original_destination(cluster: &Cluster, dst: Option<SocketAddr>) -> Result<(), &'static str> {
+/// allow-list (a refusal is counted and logged). Other clusters take any connection.
+fn original_destination(
+    cluster: &Cluster,
+    conn: &TcpConn,
+    settings: &TcpSettings,
+    mesh: &crate::metrics::MeshMetrics,
+) -> bool {
     let Some(od) = &cluster.original_dst else {
-        return Ok(());
+        return true;
     };
-    match dst {
-        None => Err("unknown"),
-        Some(d) if !od.allows(d) => Err("not_allowed"),
-        Some(_) => Ok(()),
-    }
+    let reason = match conn.original_dst {
+        None => "unknown",
+        Some(d) if !od.allows(d) => "not_allowed",
+        Some(_) => return true,
+    };
+    mesh.original_dst_refused
+        .with_label_values(&[&*settings.listener, reason])
+        .inc();
+    tracing::info!(listener = %settings.listener, peer = %conn.peer, original_dst = ?conn.original_dst, reason, "tcp connection refused: original destination");
+    false
 }
 
 /// The connection's (source, destination): from a PROXY header when the listener accepts
