@@ -46,6 +46,16 @@ impl OriginalDst {
         }
     }
 
+    /// Whether a connection with original destination `dst` may be forwarded: `Err` is the
+    /// refusal's metric label (`unknown`: not captured; `not_allowed`: outside the list).
+    pub fn admits(&self, dst: Option<SocketAddr>) -> Result<(), &'static str> {
+        match dst {
+            None => Err("unknown"),
+            Some(d) if !self.allows(d) => Err(DstRefusal::NotAllowed.as_str()),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Whether `dst` is inside the allow-list.
     pub fn allows(&self, dst: SocketAddr) -> bool {
         crate::config::units::any_contains(&self.allow, dst.ip())

@@ -181,13 +181,12 @@ pub(super) fn original_destination(
     down: &super::Downstream,
     cluster: &crate::cluster::Cluster,
 ) -> Result<(), ProxyError> {
-    let Some(od) = &cluster.original_dst else {
+    let Some(Err(reason)) = cluster
+        .original_dst
+        .as_ref()
+        .map(|o| o.admits(down.original_dst))
+    else {
         return Ok(());
-    };
-    let reason = match down.original_dst {
-        None => "unknown",
-        Some(d) if !od.allows(d) => "not_allowed",
-        Some(_) => return Ok(()),
     };
     down.runtime
         .metrics

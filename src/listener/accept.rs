@@ -45,6 +45,15 @@ impl Listener {
         }
         let http = Arc::new(self.http_settings(&runtime, &close_connections));
         let tcp = self.tcp_settings();
+        let detect = Arc::new(Detect {
+            cfg: self.config.detect.clone().unwrap_or_default(),
+            counters: ["http1", "http2", "tls", "opaque", "silent"].map(|p| {
+                metrics
+                    .mesh
+                    .protocol_detected
+                    .with_label_values(&[&*self.name, p])
+            }),
+        });
         loop {
             let (stream, peer) = tokio::select! {
                 _ = drain.cancelled() => break,
@@ -89,9 +98,13 @@ impl Listener {
             };
             let close = close_connections.clone();
             match (self.config.protocol, &tcp) {
-                (ListenerProtocol::Detect, Some(settings)) => {
-                    self.spawn_detect(conn, &runtime, http.clone(), settings.clone(), close)
-                }
+                (ListenerProtocol::Detect, Some(settings)) => self.spawn_detect(
+                    conn,
+                    &runtime,
+                    (http.clone(), settings.clone()),
+                    close,
+                    detect.clone(),
+                ),
                 (_, Some(settings)) => self.spawn_tcp(conn, &runtime, settings.clone(), close),
                 (_, None) => self.spawn_http(conn, &runtime, http.clone()),
             }
@@ -175,32 +188,23 @@ impl Listener {
         &self,
         conn: Accepted,
         runtime: &Arc<Runtime>,
-        http: Arc<HttpSettings>,
-        tcp: Arc<TcpSettings>,
+        settings: (Arc<HttpSettings>, Arc<TcpSettings>),
         close: CancellationToken,
+        detect: Arc<Detect>,
     ) {
-        let me = self.clone();
-        let rt = runtime.clone();
-        let detect = self.config.detect.clone().unwrap_or_default();
-        let counters = ["http1", "http2", "tls", "opaque", "silent"].map(|p| {
-            runtime
-                .metrics
-                .mesh
-                .protocol_detected
-                .with_label_values(&[&*self.name, p])
-        });
+        let (me, rt, (http, tcp)) = (self.clone(), runtime.clone(), settings);
         runtime.shutdown.track(async move {
             let mut conn = conn;
             if !me.proxy_header(&mut conn).await {
                 return;
             }
             let port = conn.original_dst.unwrap_or(me.local_addr).port();
-            let found = if detect.opaque_ports.contains(&port) {
+            let found = if detect.cfg.opaque_ports.contains(&port) {
                 Detected::Opaque
             } else {
-                super::detect::detect(&conn.stream, detect.timeout.get()).await
+                super::detect::detect(&conn.stream, detect.cfg.timeout.get()).await
             };
-            counters[found as usize].inc();
+            detect.counters[found as usize].inc();
             if found.is_http() {
                 me.serve_http(conn, &rt, http).await
             } else {
@@ -353,6 +357,13 @@ pub(super) fn tls_version(session: &rustls::ServerConnection) -> Option<&'static
         rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
         _ => "TLS",
     })
+}
+
+/// A detect listener's settings and counters, made once per accept loop.
+struct Detect {
+    cfg: crate::config::DetectConfig,
+    /// Indexed by `Detected`.
+    counters: [prometheus::IntCounter; 5],
 }
 
 /// A connection taken from the socket, with its slot under `max_connections`.

@@ -236,13 +236,12 @@ fn original_destination(
     settings: &TcpSettings,
     mesh: &crate::metrics::MeshMetrics,
 ) -> bool {
-    let Some(od) = &cluster.original_dst else {
+    let Some(Err(reason)) = cluster
+        .original_dst
+        .as_ref()
+        .map(|o| o.admits(conn.original_dst))
+    else {
         return true;
-    };
-    let reason = match conn.original_dst {
-        None => "unknown",
-        Some(d) if !od.allows(d) => "not_allowed",
-        Some(_) => return true,
     };
     mesh.original_dst_refused
         .with_label_values(&[&*settings.listener, reason])
