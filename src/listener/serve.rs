@@ -161,13 +161,14 @@ impl Connection {
         };
         let session = stream.get_ref().1;
         if let Some(down) = Arc::get_mut(&mut self.down) {
-            // The verified client certificate, for x-forwarded-client-cert.
-            down.client_cert = session
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| Arc::<str>::from(crate::tls::certs::xfcc(c)));
+            // The verified client certificate, parsed once: x-forwarded-client-cert and the
+            // names authz matches.
+            if let Some(cert) = session.peer_certificates().and_then(|c| c.first()) {
+                let (xfcc, identities) = crate::tls::certs::client_cert(cert);
+                down.client_cert = Some(Arc::from(xfcc));
+                down.identities = identities;
+            }
             down.tls_version = super::accept::tls_version(session);
-            down.identities = super::accept::client_identities(session);
         }
         let protocol = match stream.get_ref().1.alpn_protocol() {
             Some(b"h2") => Protocol::Http2,

@@ -115,6 +115,16 @@ pub fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, x)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
         return Vec::new();
     };
+    sans(&x)
+        .into_iter()
+        .filter(|(uri, _)| !uri)
+        .map(|(_, n)| n)
+        .collect()
+}
+
+/// A certificate's URI (`true`) and DNS (`false`) SANs, in certificate order.
+fn sans(x: &x509_parser::certificate::X509Certificate<'_>) -> Vec<(bool, String)> {
+    use x509_parser::extensions::GeneralName;
     let Ok(Some(san)) = x.subject_alternative_name() else {
         return Vec::new();
     };
@@ -122,57 +132,44 @@ pub fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
         .general_names
         .iter()
         .filter_map(|n| match n {
-            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            GeneralName::URI(u) => Some((true, u.to_string())),
+            GeneralName::DNSName(d) => Some((false, d.to_string())),
             _ => None,
         })
         .collect()
 }
 
-/// The names `authz` matches in a client certificate: URI SANs (SPIFFE IDs) first, then DNS
-/// SANs, in certificate order.
-pub fn identities(cert: &CertificateDer<'_>) -> Vec<String> {
-    let Ok((_, x)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
-        return Vec::new();
-    };
-    let Ok(Some(san)) = x.subject_alternative_name() else {
-        return Vec::new();
-    };
-    let names = &san.value.general_names;
-    let uris = names.iter().filter_map(|n| match n {
-        x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
-        _ => None,
-    });
-    let dns = names.iter().filter_map(|n| match n {
-        x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
-        _ => None,
-    });
-    uris.chain(dns).collect()
+/// The names `authz` matches: URI SANs (SPIFFE IDs) first, then DNS SANs.
+fn names_for_authz(sans: Vec<(bool, String)>) -> Vec<String> {
+    let (uris, dns): (Vec<_>, Vec<_>) = sans.into_iter().partition(|(uri, _)| *uri);
+    uris.into_iter().chain(dns).map(|(_, n)| n).collect()
 }
 
-/// The `x-forwarded-client-cert` value for a verified client certificate, in Envoy's format:
-/// `Hash=<sha256 hex>;Subject="<subject>";URI=<uri SAN>;DNS=<dns SAN>`.
-pub fn xfcc(cert: &CertificateDer<'_>) -> String {
+/// What an mTLS listener learns from a verified client certificate, from one parse: the
+/// `x-forwarded-client-cert` value in Envoy's format
+/// (`Hash=<sha256 hex>;Subject="<subject>";URI=<uri SAN>;DNS=<dns SAN>`), and the names
+/// `authz` matches.
+pub fn client_cert(cert: &CertificateDer<'_>) -> (String, Vec<String>) {
     let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
     let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     let mut out = format!("Hash={hash}");
-    if let Ok((_, x)) = x509_parser::parse_x509_certificate(cert.as_ref()) {
-        out.push_str(&format!(
-            ";Subject=\"{}\"",
-            x.subject().to_string().replace('"', "\\\"")
-        ));
-        if let Ok(Some(san)) = x.subject_alternative_name() {
-            for n in &san.value.general_names {
-                match n {
-                    x509_parser::extensions::GeneralName::URI(u) => {
-                        out.push_str(&format!(";URI={u}"))
-                    }
-                    x509_parser::extensions::GeneralName::DNSName(d) => {
-                        out.push_str(&format!(";DNS={d}"))
-                    }
-                    _ => {}
-                }
-            }
-        }
+    let Ok((_, x)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return (out, Vec::new());
+    };
+    out.push_str(&format!(
+        ";Subject=\"{}\"",
+        x.subject().to_string().replace('"', "\\\"")
+    ));
+    let sans = sans(&x);
+    for (uri, name) in &sans {
+        out.push_str(&format!(";{}={name}", if *uri { "URI" } else { "DNS" }));
     }
-    out
+    (out, names_for_authz(sans))
+}
+
+/// The names `authz` matches in a client certificate (see `client_cert`).
+pub fn identities(cert: &CertificateDer<'_>) -> Vec<String> {
+    x509_parser::parse_x509_certificate(cert.as_ref())
+        .map(|(_, x)| names_for_authz(sans(&x)))
+        .unwrap_or_default()
 }
