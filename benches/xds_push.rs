@@ -13,7 +13,7 @@
 #[allow(dead_code)]
 mod control_plane;
 
-use control_plane::{build, ControlPlane, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use control_plane::{build, ControlPlane, ENDPOINT};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Bytes;
 use std::net::SocketAddr;
@@ -116,18 +116,7 @@ async fn run() {
     let cp = ControlPlane::new();
     let server = cp.serve("127.0.0.1:0".parse().unwrap()).await;
     let base = upstream().await;
-    cp.set(CLUSTER, "1", vec![build::eds_cluster("web")]);
-    cp.set(ENDPOINT, "1", vec![build::assignment("web", &[base.addr])]);
-    cp.set(
-        LISTENER,
-        "1",
-        vec![build::http_listener(
-            "ingress",
-            "127.0.0.1:0".parse().unwrap(),
-            "main",
-        )],
-    );
-    cp.set(ROUTE, "1", vec![build::routes("main", &[("/", "web")])]);
+    cp.push_all("1", &[base.addr]);
     let yaml = format!(
         "admin: {{ address: \"127.0.0.1:0\" }}\nxds:\n  server: \"{}\"\n  node: {{ id: bench }}\n",
         server.addr

@@ -18,22 +18,6 @@ fn bootstrap(server: SocketAddr) -> String {
     )
 }
 
-/// CDS `web` (EDS), its endpoints, an HTTP listener `ingress` with RDS `main` → web.
-fn push_all(cp: &ControlPlane, version: &str, endpoints: &[SocketAddr]) {
-    cp.set(CLUSTER, version, vec![build::eds_cluster("web")]);
-    cp.set(ENDPOINT, version, vec![build::assignment("web", endpoints)]);
-    cp.set(
-        LISTENER,
-        version,
-        vec![build::http_listener(
-            "ingress",
-            "127.0.0.1:0".parse().unwrap(),
-            "main",
-        )],
-    );
-    cp.set(ROUTE, version, vec![build::routes("main", &[("/", "web")])]);
-}
-
 async fn ready(proxy: &Proxy) -> u16 {
     try_get(proxy.admin(), "/ready")
         .await
@@ -76,7 +60,7 @@ async fn a_bootstrap_gets_listeners_routes_clusters_and_endpoints_over_ads() {
     assert_eq!(ready(&proxy).await, 503);
     assert!(proxy.server.listener_addr("ingress").is_none());
 
-    push_all(&cp, "1", &[a.addr, b.addr]);
+    cp.push_all("1", &[a.addr, b.addr]);
     until_ready(&proxy).await;
     let addr = proxy.listener("ingress");
     let mut c = H1::connect(addr).await;
@@ -158,7 +142,7 @@ async fn a_bad_resource_is_nacked_naming_the_field_and_the_old_config_keeps_serv
     let cp = ControlPlane::new();
     let server = cp.serve("127.0.0.1:0".parse().unwrap()).await;
     let proxy = Proxy::start(&bootstrap(server.addr)).await;
-    push_all(&cp, "1", &[a.addr]);
+    cp.push_all("1", &[a.addr]);
     until_ready(&proxy).await;
     let addr = proxy.listener("ingress");
 
@@ -218,7 +202,7 @@ async fn endpoints_churn_under_load_without_a_failed_request() {
     let cp = ControlPlane::new();
     let server = cp.serve("127.0.0.1:0".parse().unwrap()).await;
     let proxy = Proxy::start(&bootstrap(server.addr)).await;
-    push_all(&cp, "1", &[ups[0].addr, ups[1].addr]);
+    cp.push_all("1", &[ups[0].addr, ups[1].addr]);
     until_ready(&proxy).await;
     let addr = proxy.listener("ingress");
 
@@ -280,7 +264,7 @@ async fn the_last_config_serves_while_the_server_is_away_and_a_restart_catches_u
     let server = cp.serve("127.0.0.1:0".parse().unwrap()).await;
     let at = server.addr;
     let proxy = Proxy::start(&bootstrap(at)).await;
-    push_all(&cp, "1", &[a.addr]);
+    cp.push_all("1", &[a.addr]);
     until_ready(&proxy).await;
     let addr = proxy.listener("ingress");
 
@@ -402,7 +386,7 @@ async fn the_ads_stream_runs_over_mutual_tls_and_a_proxy_without_the_client_cert
             mutual_acceptor(&server_cert, &ca, &["h2"]),
         )
         .await;
-    push_all(&cp, "1", &[a.addr]);
+    cp.push_all("1", &[a.addr]);
     let d = dir.display();
     let tls = format!(
         "  tls: {{ ca: \"{d}/ca.pem\", cert: \"{d}/client.pem\", key: \"{d}/client.key\", sni: xds.test }}\n"
@@ -501,7 +485,7 @@ async fn a_cds_transport_socket_originates_tls_and_inline_secrets_are_nacked() {
         .await;
     let cp = ControlPlane::new();
     let server = cp.serve("127.0.0.1:0".parse().unwrap()).await;
-    push_all(&cp, "1", &[up]);
+    cp.push_all("1", &[up]);
     let file = |p: &std::path::Path| DataSource {
         specifier: Some(Specifier::Filename(p.display().to_string())),
         ..Default::default()
@@ -562,7 +546,7 @@ async fn eds_priorities_fail_over_when_the_first_level_is_held_out_and_come_back
     let b = Upstream::start("b", Behavior::Name).await;
     let cp = ControlPlane::new();
     let server = cp.serve("127.0.0.1:0".parse().unwrap()).await;
-    push_all(&cp, "1", &[]);
+    cp.push_all("1", &[]);
     cp.set(
         ENDPOINT,
         "1",

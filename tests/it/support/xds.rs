@@ -87,17 +87,8 @@ impl ControlPlane {
         let addr = listener.local_addr().expect("addr");
         let stop = tokio_util::sync::CancellationToken::new();
         *self.streams_stop.lock().unwrap() = stop.clone();
-        let svc = AggregatedDiscoveryServiceServer::new(self.clone());
-        let token = stop.clone();
-        let done = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    token.cancelled_owned(),
-                )
-                .await;
-        });
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let done = self.run_grpc(incoming, &stop);
         Running { addr, stop, done }
     }
 
@@ -112,7 +103,6 @@ impl ControlPlane {
         let addr = listener.local_addr().expect("addr");
         let stop = tokio_util::sync::CancellationToken::new();
         *self.streams_stop.lock().unwrap() = stop.clone();
-        let svc = AggregatedDiscoveryServiceServer::new(self.clone());
         let (conns, incoming) = mpsc::channel::<Result<TlsIo, std::io::Error>>(16);
         let accepting = stop.clone();
         let cp = self.clone();
@@ -136,17 +126,45 @@ impl ControlPlane {
                 });
             }
         });
+        let incoming = tokio_stream::wrappers::ReceiverStream::new(incoming);
+        let done = self.run_grpc(incoming, &stop);
+        Running { addr, stop, done }
+    }
+
+    /// Serves ADS on the connections `incoming` yields until `stop`.
+    fn run_grpc<S, IO>(
+        &self,
+        incoming: S,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        S: Stream<Item = Result<IO, std::io::Error>> + Send + 'static,
+        IO: tonic::transport::server::Connected
+            + tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + Unpin
+            + Send
+            + 'static,
+    {
+        let svc = AggregatedDiscoveryServiceServer::new(self.clone());
         let token = stop.clone();
-        let done = tokio::spawn(async move {
+        tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(svc)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::ReceiverStream::new(incoming),
-                    token.cancelled_owned(),
-                )
+                .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
                 .await;
-        });
-        Running { addr, stop, done }
+        })
+    }
+
+    /// CDS `web` (EDS), its endpoints, an HTTP listener `ingress` with RDS `main` → web: a
+    /// whole config at `version`.
+    pub fn push_all(&self, version: &str, endpoints: &[SocketAddr]) {
+        self.set(CLUSTER, version, vec![build::eds_cluster("web")]);
+        self.set(ENDPOINT, version, vec![build::assignment("web", endpoints)]);
+        let ingress = "127.0.0.1:0".parse().unwrap();
+        let listener = build::http_listener("ingress", ingress, "main");
+        self.set(LISTENER, version, vec![listener]);
+        self.set(ROUTE, version, vec![build::routes("main", &[("/", "web")])]);
     }
 
     /// Sets all resources of a type at a version, and pushes them.
