@@ -206,8 +206,7 @@ clusters:
     original_dst: { allow: [198.51.100.1/32], ports: [8080] }
 "#;
 
-fn curl(lab: &Lab, ns: &str, url: &str) -> Result<String, String> {
-    let _ = lab;
+fn curl(ns: &str, url: &str) -> Result<String, String> {
     in_ns(
         ns,
         &[
@@ -224,6 +223,20 @@ fn curl(lab: &Lab, ns: &str, url: &str) -> Result<String, String> {
     )
 }
 
+/// Until every (namespace, URL) answers 2xx: the proxy ready, the servers up.
+async fn await_answers(urls: &[(&String, &str)]) {
+    eventually(
+        Duration::from_secs(15),
+        "the proxy and servers up",
+        || async move {
+            urls.iter()
+                .all(|(ns, url)| in_ns(ns, &["curl", "-sf", "-m", "1", url]).is_ok())
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// The status line of `curl -D -` output says `status`.
 fn status_is(out: &str, status: u16) -> bool {
     out.lines()
@@ -235,7 +248,7 @@ fn status_is(out: &str, status: u16) -> bool {
 /// the client's address in x-forwarded-for (so outrigger was in between), and counted once
 /// on the proxy's inbound listener.
 fn inbound_through_the_proxy(lab: &Lab, path: &str) {
-    let out = curl(lab, &lab.client, &format!("http://198.51.100.1:8080{path}")).unwrap();
+    let out = curl(&lab.client, &format!("http://198.51.100.1:8080{path}")).unwrap();
     assert!(status_is(&out, 200), "{out}");
     let seen = format!("app from 198.51.100.1 xff=198.51.100.2 path={path}");
     assert!(out.contains(&seen), "{out}");
@@ -339,30 +352,15 @@ async fn captured_traffic_goes_through_outrigger_to_its_original_destination() {
         &["setpriv", &uid, &gid, "--clear-groups", &b, "--config", &c],
     )
     .unwrap();
-    let lab_ref = &lab;
-    eventually(
-        Duration::from_secs(15),
-        "outrigger ready in the app namespace",
-        || async move {
-            in_ns(
-                &lab_ref.app,
-                &["curl", "-s", "-m", "1", "http://127.0.0.1:9901/ready"],
-            )
-            .ok()
-            .filter(|r| r.contains("ready"))
-        },
-    )
-    .await;
-    eventually(Duration::from_secs(15), "the servers up", || async move {
-        let up = |ns: &str, url: &str| in_ns(ns, &["curl", "-s", "-m", "1", url]).is_ok();
-        (up(&lab_ref.server, "http://192.0.2.2:8080/warmup")
-            && up(&lab_ref.app, "http://127.0.0.1:8080/warmup"))
-        .then_some(())
-    })
+    await_answers(&[
+        (&lab.app, "http://127.0.0.1:9901/ready"),
+        (&lab.server, "http://192.0.2.2:8080/warmup"),
+        (&lab.app, "http://127.0.0.1:8080/warmup"),
+    ])
     .await;
 
     // Outbound: the app dials the server's address; outrigger is in between.
-    let out = curl(&lab, &app, "http://192.0.2.2:8080/hello").unwrap();
+    let out = curl(&app, "http://192.0.2.2:8080/hello").unwrap();
     assert!(status_is(&out, 200), "{out}");
     assert!(
         out.contains("server from 192.0.2.1 xff=192.0.2.1 path=/hello"),
@@ -387,7 +385,7 @@ async fn captured_traffic_goes_through_outrigger_to_its_original_destination() {
     );
 
     // A port outside the allow-list: refused by the proxy, never reaching the server.
-    let out = curl(&lab, &app, "http://192.0.2.2:9999/secret").unwrap();
+    let out = curl(&app, "http://192.0.2.2:9999/secret").unwrap();
     assert!(status_is(&out, 403), "{out}");
     assert!(
         out.contains("x-outrigger-error: destination_not_allowed"),
@@ -425,7 +423,7 @@ async fn captured_traffic_goes_through_outrigger_to_its_original_destination() {
 
     // --clean removes the rules: the app then reaches the server directly.
     in_ns(&app, &[&b, "iptables", "--clean"]).unwrap();
-    let out = curl(&lab, &app, "http://192.0.2.2:8080/direct").unwrap();
+    let out = curl(&app, "http://192.0.2.2:8080/direct").unwrap();
     assert!(
         out.contains("server from 192.0.2.1 xff=- path=/direct"),
         "{out}"
@@ -474,24 +472,10 @@ async fn tproxy_capture_hands_the_original_destination_to_an_ip_transparent_list
     let b = env!("CARGO_BIN_EXE_outrigger");
     let c = dir.join("tproxy.yaml").display().to_string();
     lab.spawn(&app, &[b, "--config", &c]).unwrap();
-    let lab_ref = &lab;
-    eventually(
-        Duration::from_secs(15),
-        "outrigger and the app up",
-        || async move {
-            let ready = in_ns(
-                &lab_ref.app,
-                &["curl", "-s", "-m", "1", "http://127.0.0.1:9901/ready"],
-            )
-            .is_ok_and(|r| r.contains("ready"));
-            let app = in_ns(
-                &lab_ref.app,
-                &["curl", "-s", "-m", "1", "http://127.0.0.1:8080/warmup"],
-            )
-            .is_ok();
-            (ready && app).then_some(())
-        },
-    )
+    await_answers(&[
+        (&lab.app, "http://127.0.0.1:9901/ready"),
+        (&lab.app, "http://127.0.0.1:8080/warmup"),
+    ])
     .await;
     inbound_through_the_proxy(&lab, "/tp");
 }
