@@ -55,8 +55,8 @@ pub struct Listener {
     /// The address the socket is bound to (a port of 0 resolved).
     pub local_addr: SocketAddr,
     pub(crate) socket: Arc<TcpListener>,
-    /// The listener's definition.
-    pub config: ListenerConfig,
+    /// The listener's definition, shared: each connection task holds a clone of the listener.
+    pub config: Arc<ListenerConfig>,
     /// TLS termination, when `tls` is configured; rotation keeps it current.
     pub(crate) tls: Option<Arc<TlsServer>>,
 }
@@ -112,7 +112,7 @@ impl Listener {
             name: cfg.name.as_str().into(),
             local_addr,
             socket: Arc::new(socket),
-            config: cfg.clone(),
+            config: Arc::new(cfg.clone()),
             tls,
         })
     }
@@ -123,7 +123,7 @@ impl Listener {
             name: cfg.name.as_str().into(),
             local_addr: self.local_addr,
             socket: self.socket.clone(),
-            config: cfg.clone(),
+            config: Arc::new(cfg.clone()),
             tls,
         }
     }
