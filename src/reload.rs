@@ -361,7 +361,7 @@ impl Reloader {
                     } else {
                         crate::listener::build_tls(i, lc, base, &self.runtime.metrics)?
                     };
-                    plan.push(Plan::Reuse(k, lc.clone(), tls));
+                    plan.push(Plan::Reuse(k, Box::new(lc.clone()), tls));
                 }
                 None => {
                     let tls = crate::listener::build_tls(i, lc, base, &self.runtime.metrics)?;
@@ -486,7 +486,7 @@ fn warn_restart_only(old: &config::Config, cfg: &config::Config) {
 enum Plan {
     Reuse(
         usize,
-        ListenerConfig,
+        Box<ListenerConfig>,
         Option<Arc<crate::tls::server::TlsServer>>,
     ),
     New(Listener),
